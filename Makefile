@@ -1,0 +1,36 @@
+# roloraexp — the two set-up commands are `make demo` and `make test`; the paper tables are
+# `make rolora-table1` ... `make weightlora-table6` (see make/tables.mk, `make help`).
+PYTHON   ?= python
+DATA_DIR ?= $(abspath ../shared/data)
+STAMP    := .make/installed
+
+.PHONY: help install demo test bench
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo    install if needed, then ROLoRA on MiniLM / SST-2 offline on CPU (< 2 min)"
+	@echo "make test    install if needed, then the test suite"
+	@echo "make bench   step time and memory: this project's LoRA vs PEFT vs the frozen floor"
+	@echo "make rolora-table1 ... rolora-table6, weightlora-table1 ... weightlora-table6: paper tables"
+
+# Without a torch, install the CPU wheel first: a bare `torch` requirement would pull several GB
+# of CUDA wheels onto a CPU machine. GPU users install their CUDA torch before `make` (README).
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==2.13.0"
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	@mkdir -p $(dir $@) && touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PYTHON) -m roloraexp.run experiment=demo data_dir=$(DATA_DIR) hydra.run.dir=outputs/demo
+	$(PYTHON) -m roloraexp.figures ranks outputs/demo/results.json outputs/demo/ranks.png
+	@echo "figure: outputs/demo/ranks.png"
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+bench: $(STAMP)
+	$(PYTHON) scripts/bench.py
+
+-include make/tables.mk

@@ -1,0 +1,57 @@
+"""Find the linear layers to adapt and wrap them in :class:`LowRankLinear`."""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from torch import nn
+
+from ..errors import ConfigError
+from .layer import LowRankLinear
+
+
+def _matches(name: str, target: str) -> bool:
+    # A target names a dotted suffix ("value", "attention.self.value"), never a substring:
+    # "dense" must not catch "some_dense_thing".
+    return name == target or name.endswith("." + target)
+
+
+def find_target_modules(model: nn.Module, targets: Iterable[str], exclude: Iterable[str] = ()) -> list[str]:
+    """Names of the nn.Linear modules matching ``targets``, skipping those under ``exclude``
+    (heads train in full, so a suffix like ``dense`` must not also catch ``classifier.dense``)."""
+    targets, exclude = list(targets), tuple(exclude)
+    if not targets:
+        raise ConfigError("target_modules is empty: name at least one module to adapt")
+    found, hit = [], set()
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or any(_matches_prefix(name, e) for e in exclude):
+            continue
+        for t in targets:
+            if _matches(name, t):
+                found.append(name)
+                hit.add(t)
+    missing = [t for t in targets if t not in hit]
+    if missing:
+        linear = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise ConfigError(f"target modules {missing} match no linear layer of {type(model).__name__}; "
+                          f"its linear layers end in: {', '.join(linear)}")
+    return found
+
+
+def _matches_prefix(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".") or ("." + prefix + ".") in ("." + name + ".")
+
+
+def inject_adapters(model: nn.Module, names: list[str], factory: Callable[[str, nn.Linear], LowRankLinear]) -> dict[str, LowRankLinear]:
+    """Replace each named nn.Linear by ``factory(name, linear)``; return the adapters by name."""
+    adapters = {}
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        adapter = factory(name, getattr(parent, child))
+        setattr(parent, child, adapter)
+        adapters[name] = adapter
+    return adapters
+
+
+def adapters_of(model: nn.Module) -> dict[str, LowRankLinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, LowRankLinear)}

@@ -1,0 +1,186 @@
+"""The papers' figures, drawn from results.json contents (matplotlib, Agg: no display needed).
+
+- ``rank_distribution``: final rank per layer and matrix type (ROLoRA Fig. 2)
+- ``omega_per_adapter``: ω per adapter, active ones starred (WeightLoRA Fig. 2)
+- ``memory_vs_active``: peak GPU memory against the number of active adapters (WeightLoRA Fig. 3)
+- ``grad_norm_per_layer``: gradient norm per layer and matrix type (ROLoRA Fig. 3)
+
+CLI: ``python -m roloraexp.figures ranks RESULTS.json [RESULTS.json ...] OUT.png``
+(also ``omega``, ``memory``, and ``gradnorm NORMS.json OUT.png`` with NORMS = {name: norm}).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: figures are written to files, on machines with no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+# "<...>.layer.3.<rest>", "<...>.layers.3.<rest>", GPT-style "h.3", "blocks.3"
+_LAYER = re.compile(r"(?:^|\.)(?:(encoder|decoder)\.(?:\w+\.)?)?(?:layer|layers|h|block|blocks)\.(\d+)\.(.+)$")
+# Leaf module name → matrix type, across RoBERTa/BERT, DeBERTa, BART and Llama names.
+_LEAF = {"query": "q", "q_proj": "q", "query_proj": "q", "key": "k", "k_proj": "k", "key_proj": "k",
+         "value": "v", "v_proj": "v", "value_proj": "v", "o_proj": "o", "out_proj": "o",
+         "gate_proj": "gate", "up_proj": "up", "down_proj": "down", "fc1": "fc1", "fc2": "fc2"}
+_DENSE = {"attention.output.dense": "o", "intermediate.dense": "ffn_in", "output.dense": "ffn_out"}
+_TYPE_ORDER = ["q", "k", "v", "o", "xq", "xk", "xv", "xo", "gate", "up", "down", "ffn_in", "ffn_out", "fc1", "fc2"]
+_STACK_ORDER = {"encoder": 0, "": 1, "decoder": 2}
+
+
+def parse_adapter_name(name: str) -> tuple[str, int, str]:
+    """(stack, layer, matrix type) of an adapter: ``...layer.3.attention.self.value`` → ("encoder", 3, "v").
+
+    Cross-attention (BART ``encoder_attn``) types get an ``x`` prefix; names with no layer
+    index give layer -1 and their last component as type.
+    """
+    m = _LAYER.search(name)
+    if not m:
+        return "", -1, name.rsplit(".", 1)[-1]
+    stack, layer, rest = m.group(1) or "", int(m.group(2)), m.group(3)
+    leaf = rest.rsplit(".", 1)[-1]
+    mtype = _DENSE.get(rest, rest) if leaf == "dense" else _LEAF.get(leaf, leaf)
+    if "encoder_attn" in rest or "crossattention" in rest:
+        mtype = "x" + mtype
+    return stack, layer, mtype
+
+
+def _as_list(results) -> list[dict]:
+    return [results] if isinstance(results, dict) else list(results)
+
+
+def _mean_per_adapter(results, key: str) -> tuple[dict[str, float], int]:
+    """Mean of ``result[key][name]`` over the runs that have it (several seeds → one bar each)."""
+    acc = defaultdict(list)
+    runs = [r for r in _as_list(results) if r.get(key)]
+    for r in runs:
+        for name, v in r[key].items():
+            if v is not None:
+                acc[name].append(float(v))
+    return {name: float(np.mean(vs)) for name, vs in acc.items()}, len(runs)
+
+
+def _describe(results, n: int) -> str:
+    r = _as_list(results)[0] if _as_list(results) else {}
+    what = " ".join(str(r.get(k)) for k in ("method", "task", "model") if r.get(k))
+    return f"{what} (mean of {n} run{'s' if n != 1 else ''})" if n > 1 else what
+
+
+def _per_layer_bars(values: dict[str, float], out_png, ylabel: str, title: str, starred=None) -> Path:
+    """Grouped bars: x = layer, one bar per matrix type; stars above the bars of `starred` names."""
+    if not values:
+        raise ValueError(f"nothing to plot for {out_png}")
+    parsed = {name: parse_adapter_name(name) for name in values}
+    stacks = {s for s, _, _ in parsed.values()}
+    layers = sorted({(s, layer) for s, layer, _ in parsed.values()}, key=lambda x: (_STACK_ORDER.get(x[0], 3), x[1]))
+    types = sorted({t for _, _, t in parsed.values()},
+                   key=lambda t: (_TYPE_ORDER.index(t) if t in _TYPE_ORDER else len(_TYPE_ORDER), t))
+    xpos = {sl: i for i, sl in enumerate(layers)}
+    width = 0.8 / len(types)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(layers) * max(1, len(types)) ** 0.5 + 2), 3.6))
+    for j, t in enumerate(types):
+        xs, ys, stars = [], [], []
+        for name, (s, layer, tt) in parsed.items():
+            if tt == t:
+                x = xpos[(s, layer)] - 0.4 + (j + 0.5) * width
+                xs.append(x), ys.append(values[name])
+                if starred and name in starred:
+                    stars.append((x, values[name]))
+        ax.bar(xs, ys, width=width, label=t)
+        if stars:
+            ax.scatter([x for x, _ in stars], [max(y, 0) for _, y in stars], marker="*", color="k", s=30, zorder=3)
+    # Only say encoder/decoder when both appear (BART); RoBERTa's "encoder" is its only stack.
+    prefix = {"encoder": "e", "decoder": "d"} if len(stacks) > 1 else {}
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels([f"{prefix.get(s, '')}{layer}" if layer >= 0 else "-" for s, layer in layers])
+    ax.set_xlabel("layer"), ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10)
+    ax.legend(title="matrix", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png
+
+
+def rank_distribution(results, out_png, title: str | None = None) -> Path:
+    """Final rank per layer and matrix type; `results` = one results dict or a list (seeds are averaged)."""
+    ranks, n = _mean_per_adapter(results, "ranks")
+    return _per_layer_bars(ranks, out_png, "final rank", title or f"Rank distribution: {_describe(results, n)}")
+
+
+def omega_per_adapter(results, out_png, title: str | None = None) -> Path:
+    """ω per adapter; the adapters kept (ω ≠ 0 in every run given) are starred, as in WeightLoRA Fig. 2."""
+    omega, n = _mean_per_adapter(results, "omega")
+    kept = {name for name in omega if all((r.get("omega") or {}).get(name, 0) for r in _as_list(results) if r.get("omega"))}
+    return _per_layer_bars(omega, out_png, "ω", title or f"ω per adapter: {_describe(results, n)}", starred=kept)
+
+
+def memory_vs_active(results_list, out_png, title: str | None = None) -> Path:
+    """Peak GPU memory (GiB) against the number of active adapters: one line per method and task
+    (memory depends on the task's batch and sequence length), through the mean over seeds."""
+    pts = defaultdict(lambda: defaultdict(list))
+    for r in _as_list(results_list):
+        mem, active = r.get("peak_memory_bytes"), r.get("active_adapters")
+        if isinstance(mem, (int, float)) and isinstance(active, (int, float)):
+            pts[f"{r.get('method', '?')} {r.get('task', '')}".strip()][active].append(mem / 2**30)
+    if not pts:
+        raise ValueError("no run has both peak_memory_bytes and active_adapters (memory is measured on CUDA only)")
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for label, by_x in sorted(pts.items()):
+        xs = sorted(by_x)
+        line, = ax.plot(xs, [np.mean(by_x[x]) for x in xs], "-", label=label)
+        ax.scatter([x for x in xs for _ in by_x[x]], [y for x in xs for y in by_x[x]], color=line.get_color(), s=12)
+    ax.set_xlabel("active adapters"), ax.set_ylabel("peak GPU memory (GiB)")
+    ax.set_title(title or "Peak memory vs active adapters", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png
+
+
+def grad_norm_per_layer(norms: dict[str, float], out_png, title: str | None = None) -> Path:
+    """Gradient norm of each pretrained matrix (one backward pass), per layer and matrix type."""
+    return _per_layer_bars({k: float(v) for k, v in norms.items()}, out_png, "gradient norm",
+                           title or "Gradient norm per layer")
+
+
+def _read_json(path: str):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        sys.exit(f"figures: cannot read {path}: {e}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m roloraexp.figures", description=__doc__.split("\n\n")[0])
+    p.add_argument("kind", choices=["ranks", "omega", "memory", "gradnorm"])
+    p.add_argument("inputs", nargs="+", help="results.json file(s) (gradnorm: one JSON {name: norm}), then OUT.png")
+    a = p.parse_args(argv)
+    if len(a.inputs) < 2:
+        p.error("give at least one input file and the output PNG")
+    *inputs, out = a.inputs
+    data = [_read_json(f) for f in inputs]
+    try:
+        if a.kind == "gradnorm":
+            path = grad_norm_per_layer(data[0], out)
+        else:
+            path = {"ranks": rank_distribution, "omega": omega_per_adapter, "memory": memory_vs_active}[a.kind](data, out)
+    except ValueError as e:
+        print(f"figures: {e}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""AdaLoRA (Zhang et al. 2023): start every adapter above the target rank, score each rank
+component by a smoothed sensitivity, mask the least important ones on a cubic budget schedule,
+and end at the target budget: ``method=adalora`` (+ ``sparsifier=adalora``, also ROLoRA's SPARSIFY).
+
+The allocator follows HF PEFT's ``tuners/adalora`` (``RankAllocator`` and
+``AdaLoraModel.update_and_allocate``) step for step, so the same weights and gradients give the
+same budgets and the same masks (tests/test_adalora.py checks this against PEFT itself):
+
+* importance on every entry of A, B and the gate g (AdaLoRA's Λ = E), after each optimizer step:
+  ``I = |p ⊙ ∇p|``, ``Ī ← β1 Ī + (1−β1) I``, ``Ū ← β2 Ū + (1−β2) |I − Ī|``, score ``Ī · Ū``;
+  component i scores ``s(g_i) + mean_j s(A_ij) + mean_k s(B_ki)``. PEFT keeps updating the
+  statistics of masked components too (their gates drift back between mask updates and may win
+  their place back), so does this.
+* budget at phase step t (1 after the first optimizer step of a phase; T = the phase's steps):
+  ``b_0`` while ``t <= t_i``; ``int(b_T + (b_0 − b_T)(1 − (t − t_i)/(T − t_f − t_i))³)`` with a
+  mask update when ``t % Δ_T == 0``; at ``t == T − t_f`` a final mask at ``b_T`` (statistics
+  stop); after it, the final mask is re-applied every step (Adam would revive the zeroed gates).
+* a mask update zeroes, in place, every gate whose score is ``<=`` the (b_0 − b)-th smallest
+  score over all adapters (``torch.kthvalue``: one global threshold, an adapter may reach 0).
+
+Where this differs from PEFT, deliberately (METHODS.md):
+
+* a step whose gradients overflowed (fp16; the optimizer skipped it) leaves the statistics alone;
+* the final ranks are real: ``AdaLoRA`` slices the tensors and the Adam state at ``T − t_f``
+  (``LowRankLinear.keep`` + the returned Remaps); PEFT masks until the end;
+* ``b_0 == b_T`` masks nothing (PEFT's ``kthvalue(k=0)`` raises);
+* the orthogonal regulariser skips rank-0 adapters (PEFT never has them after pruning: it
+  never prunes) and is computed in fp32 even under autocast (a bf16 ``AAᵀ`` is too coarse);
+* the scaling stays ``alpha / r0`` (PEFT: ``alpha / ranknum``, the same number: neither changes
+  it when masking).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..adapters import LowRankLinear, Remap
+from ..errors import ConfigError
+from .base import Method, TrainContext, resolve_steps
+from .sparsifier import Sparsifier
+
+_FACTORS = ("lora_A", "lora_B", "gate")
+
+
+class AdaLoRASparsifier(Sparsifier):
+    """AdaLoRA's rank allocator over one phase (see the module docstring for the exact rules).
+
+    Options (``conf/sparsifier/adalora.yaml``): ``t_init``, ``t_final``, ``delta_t`` (optimizer
+    steps, or fractions of the phase's steps when below 1), ``orth_reg``, ``beta1``, ``beta2``.
+    ``aggressiveness`` is ignored: the budget is a rank count (``target_total``), not a threshold.
+    """
+
+    adapter_init = "adalora"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        for key in ("beta1", "beta2"):
+            if not 0 < float(cfg.get(key, 0.85)) < 1:
+                raise ConfigError(f"sparsifier.{key} must be in (0, 1), got {cfg.get(key)}")
+        self.beta1, self.beta2 = float(cfg.get("beta1", 0.85)), float(cfg.get("beta2", 0.85))
+        self.orth_reg = float(cfg.get("orth_reg", 0.1))
+        if self.orth_reg < 0:
+            raise ConfigError(f"sparsifier.orth_reg must be >= 0, got {self.orth_reg}")
+        for key in ("t_init", "t_final", "delta_t"):
+            if cfg.get(key) is None or float(cfg.get(key)) < 0:
+                raise ConfigError(f"sparsifier.{key} must be a number >= 0 (steps, or a fraction below 1), "
+                                  f"got {cfg.get(key)}")
+        self.total_steps = self.t_init = self.t_final = 0
+        self.delta_t = 1
+        self.init_total = self.target_total = 0
+        self.budget = 0
+        self.mask: dict[str, torch.Tensor] = {}  # True = kept by the latest mask decision
+        self.final = False  # the final mask (at b_T) has been decided
+        self.updated_at: int | None = None  # phase step of the latest mask update
+        self._ipt: dict[tuple[str, str], torch.Tensor] = {}  # Ī per (adapter, factor)
+        self._unc: dict[tuple[str, str], torch.Tensor] = {}  # Ū per (adapter, factor)
+        self._final_scores: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ phase
+    def start(self, adapters: dict[str, LowRankLinear], phase_steps: int, target_total: int | None,
+              aggressiveness: float = 1.0) -> None:
+        super().start(adapters, phase_steps, target_total, aggressiveness)
+        T = int(phase_steps)
+        self.total_steps = T
+        self.t_init = resolve_steps(float(self.cfg.t_init), T, "sparsifier.t_init")
+        self.t_final = resolve_steps(float(self.cfg.t_final), T, "sparsifier.t_final")
+        self.delta_t = resolve_steps(float(self.cfg.delta_t), T, "sparsifier.delta_t")
+        if self.delta_t < 1:
+            raise ConfigError(f"sparsifier.delta_t must give at least 1 optimizer step, got {self.cfg.delta_t} "
+                              f"of {T} steps")
+        if self.t_init + self.t_final >= T:
+            raise ConfigError(
+                f"sparsifier.t_init + sparsifier.t_final ({self.t_init} + {self.t_final} steps) must be below the "
+                f"phase's {T} optimizer steps, leaving room to prune: lower them, or raise trainer.epochs / "
+                f"trainer.max_steps")
+        self.init_total = sum(a.rank for a in adapters.values())
+        if target_total is None or target_total < 0:
+            raise ConfigError(f"the AdaLoRA sparsifier needs a target total rank >= 0, got {target_total}")
+        if target_total > self.init_total:
+            raise ConfigError(
+                f"target total rank {target_total} is above the current total rank {self.init_total}: AdaLoRA only "
+                f"prunes (method.rank must not exceed method.init_rank)")
+        self.target_total = int(target_total)
+        self.budget = self.init_total
+        self.mask = {n: torch.ones(a.rank, dtype=torch.bool, device=a.lora_A.device) for n, a in adapters.items()}
+        self.final = False
+        self.updated_at = None
+        self._ipt, self._unc, self._final_scores = {}, {}, {}
+
+    def budget_schedule(self, step: int) -> tuple[int, bool]:
+        """(budget, mask now?) at phase step ``step``: PEFT's ``RankAllocator.budget_schedule``,
+        operation for operation (``int`` truncation included) so the budgets agree exactly."""
+        tinit, tfinal, total_step = self.t_init, self.t_final, self.total_steps
+        if step <= tinit:
+            return self.init_total, False
+        if step > total_step - tfinal:
+            return self.target_total, True
+        mul_coeff = 1 - (step - tinit) / (total_step - tfinal - tinit)
+        budget = int((self.init_total - self.target_total) * (mul_coeff**3) + self.target_total)
+        return budget, step % self.delta_t == 0
+
+    # ------------------------------------------------------------------ loss
+    def extra_loss(self) -> torch.Tensor | None:
+        """``orth_reg · mean over factors of ‖AAᵀ − I‖_F, ‖BᵀB − I‖_F`` (PEFT's sum / count)."""
+        if self.orth_reg == 0:
+            return None
+        terms = []
+        for a in self.adapters.values():
+            if a.rank == 0:
+                continue
+            with torch.autocast(device_type=a.lora_A.device.type, enabled=False):
+                eye = torch.eye(a.rank, device=a.lora_A.device, dtype=a.lora_A.dtype)
+                terms.append(torch.norm(a.lora_A @ a.lora_A.T - eye, p="fro"))
+                terms.append(torch.norm(a.lora_B.T @ a.lora_B - eye, p="fro"))
+        if not terms:
+            return None
+        return self.orth_reg * (sum(terms) / len(terms))
+
+    # ------------------------------------------------------------------ steps
+    @torch.no_grad()
+    def step(self, ctx: TrainContext) -> None:
+        """PEFT's ``AdaLoraModel.update_and_allocate(t)`` with t = the phase step."""
+        t, final_step = ctx.phase_step, self.total_steps - self.t_final
+        if t < final_step:
+            self._update_importance()
+            budget, mask_now = self.budget_schedule(t)
+            if mask_now:
+                self._mask_to_budget(budget, t)
+        elif not self.final:
+            self._decide_final(t)
+        else:
+            self._apply_mask()
+
+    def _update_importance(self) -> None:
+        grads = [p.grad for a in self.adapters.values() for p in (a.lora_A, a.lora_B, a.gate) if p.grad is not None]
+        if grads and not torch.stack([torch.isfinite(g).all() for g in grads]).all():
+            return  # an fp16 overflow: the optimizer skipped this step, inf would poison the averages
+        for name, a in self.adapters.items():
+            for factor in _FACTORS:
+                p = getattr(a, factor)
+                if p is None:
+                    continue
+                key = (name, factor)
+                if key not in self._ipt:
+                    self._ipt[key], self._unc[key] = torch.zeros_like(p), torch.zeros_like(p)
+                # A parameter the step did not reach (a rank-0 adapter) has no sensitivity.
+                ipt = (p * p.grad).abs() if p.grad is not None else torch.zeros_like(p)
+                # The same expressions as PEFT's update_ipt, so the scores agree bit for bit.
+                self._ipt[key] = self.beta1 * self._ipt[key] + (1 - self.beta1) * ipt
+                self._unc[key] = self.beta2 * self._unc[key] + (1 - self.beta2) * (ipt - self._ipt[key]).abs()
+
+    def _element_score(self, name: str, factor: str) -> torch.Tensor:
+        p = getattr(self.adapters[name], factor)
+        if (name, factor) not in self._ipt:
+            return torch.zeros_like(p)
+        return self._ipt[(name, factor)] * self._unc[(name, factor)]
+
+    def _triplet_scores(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, a in self.adapters.items():
+            s_a = torch.mean(self._element_score(name, "lora_A"), dim=1)
+            s_b = torch.mean(self._element_score(name, "lora_B"), dim=0)
+            out[name] = (self._element_score(name, "gate") + (s_a + s_b)).detach()
+        return out
+
+    def _mask_to_budget(self, budget: int, t: int) -> dict[str, torch.Tensor]:
+        scores = self._triplet_scores()
+        k = self.init_total - budget
+        if k > 0:
+            threshold = torch.kthvalue(torch.cat([s.view(-1) for s in scores.values()]), k=k)[0].item()
+        else:  # nothing to mask (PEFT would raise on kthvalue(k=0))
+            threshold = -math.inf
+        self.mask = {n: s > threshold for n, s in scores.items()}
+        self._apply_mask()
+        self.budget, self.updated_at = budget, t
+        return scores
+
+    def _decide_final(self, t: int) -> None:
+        self._final_scores = self._mask_to_budget(self.target_total, t)
+        self.final = True
+        self._ipt, self._unc = {}, {}  # PEFT's reset_ipt: the statistics are not used again this phase
+
+    @torch.no_grad()
+    def _apply_mask(self) -> None:
+        for name, a in self.adapters.items():
+            a.gate.masked_fill_(~self.mask[name], 0.0)
+
+    # ------------------------------------------------------------------ results
+    def scores(self) -> dict[str, torch.Tensor]:
+        """Triplet scores per adapter; frozen at the final decision (the statistics stop there)."""
+        return dict(self._final_scores) if self.final else self._triplet_scores()
+
+    @torch.no_grad()
+    def finish(self) -> dict[str, torch.Tensor]:
+        """Components above the final threshold, most important first. Decides the final mask now
+        if the phase ended before step T − t_f."""
+        if not self.final:
+            self._decide_final(self.total_steps)
+        out = {}
+        for name, s in self._final_scores.items():
+            kept = torch.nonzero(self.mask[name]).view(-1)
+            order = torch.sort(s[kept], descending=True, stable=True).indices
+            out[name] = kept[order]
+        return out
+
+    def effective_ranks(self) -> dict[str, int]:
+        """Components kept by the latest mask decision (all of them before the first)."""
+        return {n: int(self.mask[n].sum()) if n in self.mask else a.rank for n, a in self.adapters.items()}
+
+    @torch.no_grad()
+    def slice(self) -> list[Remap]:
+        """Make the final mask real: keep only the surviving components (most important first);
+        the returned Remaps let an optimizer keep their Adam state. Masking is a no-op after it."""
+        kept = self.finish()
+        remaps: list[Remap] = []
+        for name, a in self.adapters.items():
+            remaps += a.keep(kept[name])
+            idx = kept[name].to(self._final_scores[name].device)
+            self._final_scores[name] = self._final_scores[name][idx]
+            self.mask[name] = torch.ones(a.rank, dtype=torch.bool, device=a.lora_A.device)
+        return remaps
+
+
+def default_init_rank(rank: int) -> int:
+    """1.5 R rounded half up (the AdaLoRA paper's and ROLoRA's choice: 12 for R = 8, 6 for R = 4)."""
+    return int(math.floor(1.5 * rank + 0.5))
+
+
+class AdaLoRA(Method):
+    """AdaLoRA as a method: every adapter starts at ``method.init_rank`` (null: 1.5 R) and ends
+    with ranks summing to ``method.rank`` × adapters, sliced for real at step T − t_f."""
+
+    uses_gate = True
+    adapter_init = "adalora"
+    sparsifiers = ("adalora",)
+
+    def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
+        super().__init__(cfg, sparsifier, schedule, seed)
+        init_rank = cfg.get("init_rank")
+        self.init_rank = default_init_rank(int(cfg.rank)) if init_rank is None else int(init_rank)
+        if self.init_rank < int(cfg.rank):
+            raise ConfigError(f"method.init_rank ({self.init_rank}) must be >= method.rank ({cfg.rank}): "
+                              f"AdaLoRA prunes from the initial to the target average rank")
+        self.sparsifier = AdaLoRASparsifier(sparsifier)
+        self.target_total = 0
+        self._masking = False  # between the phase start and the slice: ranks() counts the mask
+
+    def initial_rank(self, name, linear) -> int:
+        return self.init_rank
+
+    def prepare(self, model, target_names) -> None:
+        super().prepare(model, target_names)
+        self.target_total = int(self.cfg.rank) * len(self.adapters)
+
+    # ------------------------------------------------------------------ hooks
+    def extra_loss(self):
+        return self.sparsifier.extra_loss()
+
+    def on_phase_start(self, ctx: TrainContext) -> None:
+        target = self.target_total
+        if ctx.phase > 0:
+            # A restart (AdaLoRA*) from a checkpoint already at (or, with tied scores, below) the
+            # target has nothing to prune: aim at what is there instead of failing.
+            target = min(target, sum(a.rank for a in self.adapters.values()))
+        self.sparsifier.start(self.adapters, ctx.phase_steps, target)
+        self._masking = True
+
+    def after_optimizer_step(self, ctx: TrainContext) -> list[Remap]:
+        sp = self.sparsifier
+        sp.step(ctx)
+        if sp.updated_at != ctx.phase_step:
+            return []
+        remaps = self._slice() if sp.final and self._masking else []
+        self._record(ctx, sp.budget)
+        return remaps
+
+    def on_phase_end(self, ctx: TrainContext) -> None:
+        if self._masking:  # the phase ended before T − t_f (cannot happen with the loop's step count)
+            self._slice()
+            self._record(ctx, self.sparsifier.budget)
+
+    def _slice(self) -> list[Remap]:
+        self._masking = False
+        return self.sparsifier.slice()
+
+    def _record(self, ctx: TrainContext, budget: int) -> None:
+        ranks = self.ranks()
+        self.history.append({"step": ctx.step, "phase": ctx.phase, "ranks": ranks, "budget": budget})
+        ctx.log({"adalora/budget": budget, "adalora/mean_rank": sum(ranks.values()) / max(1, len(ranks))})
+
+    # ------------------------------------------------------------------ state
+    def ranks(self) -> dict[str, int]:
+        """While masking: the components the latest mask keeps (the tensors are still at init_rank);
+        after the slice: the tensors' rank."""
+        if self._masking:
+            return self.sparsifier.effective_ranks()
+        return super().ranks()

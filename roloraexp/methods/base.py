@@ -1,0 +1,136 @@
+"""The seam between a method and the training loop.
+
+The loop never knows which method runs; a method never owns the loop. The loop calls, in order:
+
+    method.prepare(model, target_names)              inject adapters
+    for phase in range(method.num_phases):
+        method.on_phase_start(ctx)                   may resize / reload; the loop then builds a fresh optimizer
+        each optimizer step:
+            loss += method.extra_loss()              e.g. AdaLoRA's orthogonal regulariser
+            ... backward, clip, optimizer.step() ...
+            remaps = method.after_optimizer_step(ctx)  grads are still there (unscaled); masking,
+                                                       proximal steps, resizes: the loop makes the
+                                                       optimizer follow the returned remaps
+        method.on_phase_end(ctx)                     may resize (the next phase gets a fresh optimizer)
+    method.state()                                   ranks / ω / gates, logged and written to results.json
+
+Adding a method = one module subclassing :class:`Method` + one YAML in ``conf/method`` whose
+``_target_`` names the class + tests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..adapters import LowRankLinear, Remap, inject_adapters
+from ..errors import ConfigError
+
+
+@dataclass
+class TrainContext:
+    """What the loop tells a method at each hook."""
+
+    model: nn.Module
+    optimizer: Any = None
+    step: int = 0  # optimizer steps done in the whole run
+    phase: int = 0  # 0-based
+    phase_step: int = 0  # optimizer steps done in this phase
+    phase_steps: int = 0  # optimizer steps this phase will take
+    total_steps: int = 0  # optimizer steps of the whole run
+    best_state: dict | None = None  # trainable tensors at the best evaluation so far (CPU)
+    # Under fp16 the loop unscales the grads of the optimizer's parameters; parameters outside it
+    # (ω) still carry this loss scale in their .grad.
+    grad_scale: float = 1.0
+    step_skipped: bool = False  # fp16: the optimizer skipped this step (inf/nan grads)
+    log: Callable[[dict], None] = field(default=lambda metrics: None)  # scalars to the tracker, at `step`
+
+
+def resolve_steps(value: float, total: int, what: str) -> int:
+    """A step option is an absolute number of optimizer steps, or a fraction of ``total`` when below 1."""
+    if value < 0:
+        raise ConfigError(f"{what} must be >= 0, got {value}")
+    return int(round(value * total)) if 0 < value < 1 else int(value)
+
+
+class Method:
+    """Plain LoRA behaviour; subclasses override what differs."""
+
+    uses_gate = False  # trainable diagonal g in B diag(g) A
+    uses_omega = False  # trainable scalar ω per adapter
+    sparsifiers: tuple[str, ...] = ()  # the sparsifier configs a method needs one of (none: takes none)
+    adapter_init = "lora"
+
+    def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
+        self.cfg, self.sparsifier_cfg, self.schedule_cfg, self.seed = cfg, sparsifier, schedule, seed
+        self.adapters: dict[str, LowRankLinear] = {}
+        self.history: list[dict] = []  # rank configurations and other per-phase records
+        rank = cfg.get("rank", 1)
+        if rank is None or rank <= 0:
+            raise ConfigError(f"method.rank must be a positive integer, got {rank}")
+        if not 0 <= cfg.get("dropout", 0.0) < 1:
+            raise ConfigError(f"method.dropout must be in [0, 1), got {cfg.get('dropout')}")
+        got = (sparsifier.get("name") if sparsifier is not None else None) or "none"
+        if self.sparsifiers and got not in self.sparsifiers:
+            raise ConfigError(f"method={cfg.name} needs " + " or ".join(f"sparsifier={s}" for s in self.sparsifiers)
+                              + f" (got sparsifier={got})")
+        if not self.sparsifiers and got != "none":
+            raise ConfigError(f"method={cfg.name} takes no sparsifier (got sparsifier={got}); use sparsifier=none")
+
+    # ---------------------------------------------------------------- setup
+    @property
+    def num_phases(self) -> int:
+        return 1
+
+    def initial_rank(self, name: str, linear: nn.Linear) -> int:
+        return int(self.cfg.rank)
+
+    def make_adapter(self, name: str, linear: nn.Linear) -> LowRankLinear:
+        return LowRankLinear(linear, self.initial_rank(name, linear), alpha=self.cfg.alpha,
+                             dropout=self.cfg.get("dropout", 0.0), gate=self.uses_gate, omega=self.uses_omega,
+                             init=self.adapter_init, rslora=self.cfg.get("rslora", False))
+
+    def prepare(self, model: nn.Module, target_names: list[str]) -> None:
+        self.adapters = inject_adapters(model, target_names, self.make_adapter)
+
+    def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict]:
+        """AdamW groups: no decay on biases, norms and gates (SoRA's proximal step owns the gate);
+        ω is left out (methods with ω step it themselves)."""
+        omegas = {id(a.omega) for a in self.adapters.values() if a.omega is not None}
+        gates = {id(a.gate) for a in self.adapters.values() if a.gate is not None}
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if not p.requires_grad or id(p) in omegas:
+                continue
+            if id(p) in gates or p.ndim < 2:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    # ---------------------------------------------------------------- hooks
+    def extra_loss(self) -> torch.Tensor | None:
+        return None
+
+    def on_phase_start(self, ctx: TrainContext) -> None:
+        pass
+
+    def after_optimizer_step(self, ctx: TrainContext) -> list[Remap]:
+        return []
+
+    def on_phase_end(self, ctx: TrainContext) -> None:
+        pass
+
+    # ---------------------------------------------------------------- state
+    def ranks(self) -> dict[str, int]:
+        return {n: a.rank for n, a in self.adapters.items()}
+
+    def state(self) -> dict:
+        """What gets logged at each evaluation and written to results.json."""
+        out: dict = {"ranks": self.ranks()}
+        omega = {n: float(a.omega) for n, a in self.adapters.items() if a.omega is not None}
+        if omega:
+            out["omega"] = omega
+        return out

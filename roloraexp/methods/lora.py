@@ -1,0 +1,6 @@
+"""LoRA (Hu et al. 2022): rank r on every target module, trained in one phase."""
+from .base import Method
+
+
+class LoRA(Method):
+    pass

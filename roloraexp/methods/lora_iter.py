@@ -1,0 +1,7 @@
+"""LoRA* (ROLoRA paper's baseline): LoRA trained T times, each from the best checkpoint so far."""
+from .iterated import Iterated
+from .lora import LoRA
+
+
+class LoRAIter(Iterated, LoRA):
+    pass

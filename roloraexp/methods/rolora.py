@@ -1,0 +1,121 @@
+"""ROLoRA (Algorithm 1): iterative Frank-Wolfe rank allocation under a strict parameter budget.
+
+Iteration t = one training phase in which SPARSIFY (AdaLoRA or SoRA, ``sparsifier=``) prunes
+rank components, then at the phase end:
+
+    s  ← sparsified ranks (tensors really sliced)                       line 5
+    s  ← round(s · R / mean(s))        spend the whole LoRA-R budget    line 6
+    r  ← (1 − γ) r + γ s,  γ = 1/t     Frank-Wolfe step, still in budget line 7
+    EXTEND to r: grow with zero-product components (ΔW unchanged), or keep the most important
+    μ  ← SCHEDULE(μ, t)                                                 line 9
+
+The last iteration returns the sparsified adapters (the paper's Table 4 reports their mean
+rank, below R). At no step do the trainable parameters exceed LoRA's at rank R: the tensors
+only ever shrink inside a phase and are only grown to an allocation inside the budget.
+"""
+from __future__ import annotations
+
+from hydra.utils import get_class
+from torch import nn
+
+from ..errors import ConfigError
+from .base import Method, TrainContext
+from .budget import initial_ranks, interpolate, lora_budget, rescale, round_to_budget
+from .schedules import relief
+
+SPARSIFIERS = {"adalora": "roloraexp.methods.adalora.AdaLoRASparsifier",
+               "sora": "roloraexp.methods.sora.SoRASparsifier"}
+
+
+class ROLoRA(Method):
+    uses_gate = True  # the generic form B diag(g) A: AdaLoRA's Λ or SoRA's gate
+    sparsifiers = tuple(SPARSIFIERS)
+
+    def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
+        super().__init__(cfg, sparsifier, schedule, seed)
+        if int(cfg.get("iterations", 3)) < 1:
+            raise ConfigError(f"method.iterations (T) must be >= 1, got {cfg.get('iterations')}")
+        name = sparsifier.name
+        if not 0 < cfg.get("sparsify_to", 0.5) <= 1:
+            raise ConfigError(f"method.sparsify_to must be in (0, 1], got {cfg.get('sparsify_to')}")
+        relief(schedule, 1, 1)  # validates the schedule name now, not after an epoch
+        self.sparsifier = get_class(SPARSIFIERS[name])(sparsifier)
+        # Adapters (and the components EXTEND adds) start like LoRA's by default: B = 0, g = 1,
+        # so ΔW = 0 and the gradient reaches B at once (the paper: g ≡ 1 *is* LoRA; METHODS.md:
+        # added components initialised like LoRA). `init: sparsifier` uses the sparsifier's own
+        # (AdaLoRA: A, B ~ N(0, 0.02), Λ = 0), which learns far more slowly in short runs.
+        init = cfg.get("init", "lora")
+        if init not in ("lora", "sparsifier"):
+            raise ConfigError(f"method.init must be lora or sparsifier, got {init!r}")
+        self.adapter_init = self.sparsifier.adapter_init if init == "sparsifier" else "lora"
+        self.alloc: dict[str, int] = {}
+        self.budget = 0
+
+    @property
+    def num_phases(self) -> int:
+        return int(self.cfg.get("iterations", 3))
+
+    # ------------------------------------------------------------------ setup
+    def prepare(self, model: nn.Module, target_names: list[str]) -> None:
+        linears = [model.get_submodule(n) for n in target_names]
+        self.budget = lora_budget([(m.in_features, m.out_features) for m in linears], int(self.cfg.rank))
+        costs = [m.in_features + m.out_features + 1 for m in linears]  # +1: the gate entry
+        self.alloc = dict(zip(target_names, initial_ranks(costs, int(self.cfg.rank), self.budget)))
+        super().prepare(model, target_names)
+        self.history.append({"iteration": 0, "ranks": self.ranks(), "budget": self.budget,
+                             "spent": self.spent()})
+
+    def initial_rank(self, name: str, linear: nn.Linear) -> int:
+        return self.alloc[name]
+
+    def spent(self) -> int:
+        return sum(a.rank * a.rank_cost() for a in self.adapters.values())
+
+    # ------------------------------------------------------------------ hooks
+    def on_phase_start(self, ctx: TrainContext) -> None:
+        t, T = ctx.phase + 1, self.num_phases
+        f = relief(self.schedule_cfg, t, T)
+        current = sum(a.rank for a in self.adapters.values())
+        target = min(current, round(self.cfg.rank * self.cfg.get("sparsify_to", 0.5) * f * len(self.adapters)))
+        self.sparsifier.start(self.adapters, ctx.phase_steps, target, aggressiveness=1 / f)
+        ctx.log({"rolora/iteration": t, "rolora/sparsify_target": target, "rolora/relief": f})
+
+    def extra_loss(self):
+        return self.sparsifier.extra_loss()
+
+    def after_optimizer_step(self, ctx: TrainContext):
+        self.sparsifier.step(ctx)
+        return []  # masks only: tensors change at phase ends, when the loop builds a new optimizer
+
+    def on_phase_end(self, ctx: TrainContext) -> None:
+        t, names = ctx.phase + 1, list(self.adapters)
+        start_ranks = [self.adapters[n].rank for n in names]
+        kept = self.sparsifier.finish()  # most important first
+        for n in names:
+            self.adapters[n].keep(kept[n])
+        s = [self.adapters[n].rank for n in names]
+        record = {"iteration": t, "step": ctx.step, "start_ranks": dict(zip(names, start_ranks)),
+                  "sparsified": dict(zip(names, s))}
+        if t < self.num_phases:
+            costs = [self.adapters[n].rank_cost() for n in names]
+            s_scaled = round_to_budget(rescale(s, costs, self.budget), costs, self.budget)
+            r = round_to_budget(interpolate(start_ranks, s_scaled, 1 / t), costs, self.budget)
+            for n, target in zip(names, r):
+                self._extend(self.adapters[n], target)
+            record.update(rescaled=dict(zip(names, s_scaled)))
+        record.update(ranks=self.ranks(), spent=self.spent(), budget=self.budget)
+        self.history.append(record)
+        mean = sum(record["ranks"].values()) / max(1, len(names))
+        ctx.log({"rolora/mean_rank": mean, "rolora/spent_fraction": record["spent"] / self.budget})
+
+    def _extend(self, adapter, target: int) -> None:
+        """EXTEND: keep ΔW; new components start like the sparsifier's own (zero product)."""
+        if target > adapter.rank:
+            adapter.grow(target - adapter.rank, init=self.adapter_init)
+        elif target < adapter.rank:
+            adapter.keep(range(target))  # components are in importance order after the slice
+
+    def state(self) -> dict:
+        out = super().state()
+        out["budget"] = {"params": self.budget, "spent": self.spent()}
+        return out

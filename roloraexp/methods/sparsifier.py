@@ -1,0 +1,47 @@
+"""ROLoRA's SPARSIFY operator: shrinks the ranks of gated adapters (``B diag(g) A``) over one
+training phase. AdaLoRA (methods/adalora.py) and SoRA (methods/sora.py) implement it; the
+stand-alone ``method=adalora`` / ``method=sora`` and ``method=rolora`` all drive it the same way:
+
+    sparsifier.start(adapters, phase_steps, target_total)   at the phase start (after any resize)
+    loss += sparsifier.extra_loss()                         every forward (AdaLoRA's orthogonality)
+    sparsifier.step(ctx)                                    after every optimizer step (grads present)
+    kept = sparsifier.finish()                              at the phase end: which components survive
+
+It only masks / thresholds during the phase; the caller slices the tensors with the indices
+``finish`` returns (``LowRankLinear.keep``), which is what makes a budget real.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..adapters import LowRankLinear
+from .base import TrainContext
+
+
+class Sparsifier:
+    adapter_init = "lora"  # how its adapters (and the components ROLoRA's EXTEND adds) start
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.adapters: dict[str, LowRankLinear] = {}
+
+    def start(self, adapters: dict[str, LowRankLinear], phase_steps: int, target_total: int | None,
+              aggressiveness: float = 1.0) -> None:
+        """Begin a phase. ``target_total``: rank components to keep over all adapters at the end
+        (rank-budget sparsifiers: AdaLoRA's b_T); ``aggressiveness`` scales a threshold-based
+        sparsifier (SoRA's ξ) instead. Importance statistics restart here."""
+        self.adapters = adapters
+
+    def extra_loss(self) -> torch.Tensor | None:
+        return None
+
+    def step(self, ctx: TrainContext) -> None:
+        """After each optimizer step: update importance, mask or threshold."""
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        """Importance of each rank component, per adapter (higher = keep first)."""
+        raise TypeError(f"{type(self).__name__} must define scores()")
+
+    def finish(self) -> dict[str, torch.Tensor]:
+        """Indices of the components that survive, per adapter, most important first."""
+        raise TypeError(f"{type(self).__name__} must define finish()")

@@ -1,0 +1,226 @@
+"""WeightLoRA (Veprikov et al., ``weightlora.txt`` §3.3): keep only the K most useful adapters.
+
+Every adapter gets a trainable scalar ω (``h = W x + ω · ΔW x``, ω starts at 1 as in the authors'
+code). For the first T optimizer steps ω takes a StoIHT step after each optimizer step: a plain
+gradient step, then a hard threshold that keeps the top-K coordinates and zeroes the rest (a
+zeroed adapter may come back before T, as StoIHT allows). At step T, ω is fixed and every adapter
+outside the top K is **disconnected**: its A and B leave the model's trainable parameters and the
+optimizer, so their gradients and Adam state are freed (the paper's memory argument, Fig. 3).
+The paper's case split (``ω_i > 0`` or nothing) is that disconnect; a kept ω multiplies ΔW as is
+(with ``topk_by: magnitude`` it may be negative).
+
+ω is not in the loop's AdamW (``Method.param_groups`` leaves it out); this class steps it:
+
+* plain SGD without momentum, ``ω ← ω − omega_lr · ∇ω`` (the reference code's update; momentum
+  would carry a zeroed coordinate's history across the threshold, which StoIHT does not do);
+* no weight decay (decay would pull every ω towards 0 and bias the selection);
+* a constant learning rate by default: T is short (at most one epoch) and the trainer's warm-up
+  would otherwise freeze ω during the very steps that choose the adapters. ``omega_schedule:
+  trainer`` follows the trainer's schedule instead (what the reference gets from HF's Trainer);
+* ω's grad is not clipped (the loop clips the optimizer's parameters only) and, under fp16, is
+  divided by the loss scale the loop reports (``ctx.grad_scale``); an overflowed step is skipped,
+  as the loop's optimizer skips it (at step T the choice is still made, from ω as it stands).
+
+What is recorded: ω for every adapter (``omega/<name>`` while selecting and at the choice;
+``state()["omega"]`` at each evaluation and in results.json), the kept adapters (``kept``), per-
+adapter ranks, and ``selection``: the step and the trainable parameters before / after the
+disconnect, plus on CUDA the peak GPU memory before it and with K adapters after it.
+
+Options (``conf/method/weightlora.yaml``): ``k`` (K), ``select_steps`` (T: optimizer steps, or a
+fraction of the run's steps when below 1), ``omega_lr``, ``topk_by`` (``value``: the K largest ω,
+the authors' code; ``magnitude``: the K largest |ω|), ``omega_schedule`` and ``omega_log_every``.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..adapters import Remap
+from ..errors import ConfigError
+from .base import Method, TrainContext, resolve_steps
+
+log = logging.getLogger(__name__)
+
+
+def top_k(values: torch.Tensor, k: int, by: str = "value") -> torch.Tensor:
+    """Indices (ascending) of the k coordinates StoIHT keeps. Ties go to the adapter that comes first
+    in the model (a stable sort), so a run is reproducible even when many ω are equal."""
+    score = values.abs() if by == "magnitude" else values
+    order = torch.sort(score, descending=True, stable=True).indices
+    return order[:k].sort().values
+
+
+def count_trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class WeightLoRA(Method):
+    uses_omega = True
+    min_select_steps = 1  # RLoRA may choose at step 0
+
+    def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
+        super().__init__(cfg, sparsifier, schedule, seed)
+        self.k = cfg.get("k")
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise ConfigError(f"method.k (adapters to keep) must be an integer >= 1, got {self.k!r}")
+        self.omega_lr = float(cfg.get("omega_lr", 5.0))
+        if not self.omega_lr > 0:
+            raise ConfigError(f"method.omega_lr must be > 0, got {self.omega_lr}")
+        self.topk_by = cfg.get("topk_by", "value")
+        if self.topk_by not in ("value", "magnitude"):
+            raise ConfigError(f"method.topk_by must be value or magnitude, got {self.topk_by!r}")
+        self.omega_schedule = cfg.get("omega_schedule", "constant")
+        if self.omega_schedule not in ("constant", "trainer"):
+            raise ConfigError(f"method.omega_schedule must be constant or trainer, got {self.omega_schedule!r}")
+        self.omega_log_every = int(cfg.get("omega_log_every", 1))
+        if cfg.get("select_steps") is None:
+            raise ConfigError("method.select_steps (T) must be set: optimizer steps, or a fraction of the run below 1")
+        self.events: list[tuple[int, int]] = []  # (step, adapters to keep after it); resolved in on_phase_start
+        self.kept: list[str] | None = None  # the final choice, once made
+        self.selection: dict | None = None  # when it was made and what it freed
+        self._memory_mark_pending = self._memory_marked = False
+
+    # ---------------------------------------------------------------- setup
+    def prepare(self, model, target_names) -> None:
+        super().prepare(model, target_names)
+        n = len(self.adapters)
+        if self.k > n:
+            raise ConfigError(f"method.k={self.k} is more than the n={n} adapters of this model "
+                              f"(targets {sorted({x.rsplit('.', 1)[-1] for x in self.adapters})}); use k <= {n}")
+
+    def selection_events(self, select_steps: int) -> list[tuple[int, int]]:
+        """When the adapters are chosen and how many survive: one choice of K at step T."""
+        return [(select_steps, self.k)]
+
+    def on_phase_start(self, ctx: TrainContext) -> None:
+        if ctx.phase > 0 or self.events or self.kept is not None:  # one choice per run
+            return
+        T = resolve_steps(self.cfg.select_steps, ctx.total_steps, "method.select_steps")
+        if T < self.min_select_steps:
+            raise ConfigError(f"method.select_steps={self.cfg.select_steps} gives T={T} steps; T must be >= "
+                              f"{self.min_select_steps} (a fraction below 1 is taken of the run's {ctx.total_steps} steps)")
+        self.events = self.selection_events(T)
+        last = self.events[-1][0]
+        if last > ctx.total_steps:
+            raise ConfigError(f"the adapters would be chosen at step {last}, after the run's last step "
+                              f"({ctx.total_steps}); lower method.select_steps or train longer")
+        if self.events[0][0] == 0:  # chosen before any training (RLoRA): the loop builds its optimizer after this
+            self._select(ctx)
+
+    # ---------------------------------------------------------------- hooks
+    def after_optimizer_step(self, ctx: TrainContext) -> list[Remap]:
+        if self._memory_mark_pending:
+            self._mark_memory()
+        if not self.events:
+            return []
+        step, k = self.events[0]
+        if ctx.step > step:  # cannot happen with the loop's one call per step; guards hand-driven use
+            raise RuntimeError(f"missed the selection at step {step} (now {ctx.step})")
+        self.omega_step(ctx, k, final=ctx.step == step)
+        return self._select(ctx) if ctx.step == step else []
+
+    # ---------------------------------------------------------------- ω
+    def active(self) -> list[str]:
+        return [n for n, a in self.adapters.items() if a.rank > 0]
+
+    @torch.no_grad()
+    def omega_step(self, ctx: TrainContext, k: int, final: bool) -> None:
+        """One StoIHT step on the ω of the adapters still connected: gradient step, then top-k."""
+        names = self.active()
+        omegas = [self.adapters[n].omega for n in names]
+        grads = torch.stack([o.grad if o.grad is not None else torch.zeros_like(o) for o in omegas]) / ctx.grad_scale
+        if ctx.step_skipped or not torch.isfinite(grads).all():  # fp16 overflow: the optimizer skipped it too
+            if not final:
+                return
+            grads = torch.zeros_like(grads)  # the choice is due now: make it from ω as it stands
+        values = torch.stack([o.detach() for o in omegas]) - self._lr(ctx) * grads
+        # With B = 0 (the first step) every ω has a zero gradient: thresholding then would choose by
+        # position alone and, with ω all 1, never revise it. The reference skips that step; so do we,
+        # unless this is the last chance to choose.
+        if final or bool(grads.any()):
+            keep = top_k(values, k, self.topk_by)
+            mask = torch.zeros_like(values, dtype=torch.bool)
+            mask[keep] = True
+            values = torch.where(mask, values, torch.zeros_like(values))
+        for o, v in zip(omegas, values):
+            o.copy_(v)
+        if self.omega_log_every > 0 and (ctx.step % self.omega_log_every == 0 or final):
+            ctx.log({**{f"omega/{n}": float(v) for n, v in zip(names, values)},
+                     "weightlora/nonzero_omega": int((values != 0).sum())})
+
+    def _lr(self, ctx: TrainContext) -> float:
+        if self.omega_schedule == "constant" or ctx.optimizer is None:
+            return self.omega_lr
+        group = ctx.optimizer.param_groups[0]  # LambdaLR keeps the unscheduled lr as initial_lr
+        return self.omega_lr * group["lr"] / group.get("initial_lr", group["lr"])
+
+    # ---------------------------------------------------------------- the choice
+    def choose(self, names: list[str], k: int) -> list[str]:
+        """The adapters that stay: those StoIHT left non-zero (the top-k of the last step)."""
+        values = torch.stack([self.adapters[n].omega.detach() for n in names])
+        return [names[i] for i in top_k(values, k, self.topk_by).tolist()]
+
+    @torch.no_grad()
+    def _select(self, ctx: TrainContext) -> list[Remap]:
+        step, k = self.events.pop(0)
+        final = not self.events
+        names = self.active()
+        kept = self.choose(names, k)
+        before = count_trainable(ctx.model)
+        remaps = []
+        for n in names:
+            a = self.adapters[n]
+            if n not in kept:
+                a.omega.zero_()
+                remaps += a.disconnect()
+            if final:  # ω is fixed from now on: no gradient, no memory for it
+                a.omega.requires_grad_(False)
+            a.omega.grad = None
+        if any(self.adapters[n].omega.item() == 0 for n in kept):
+            log.warning("weightlora: some kept adapters have ω = 0 (no gradient reached ω before the choice); "
+                        "they stay connected but contribute nothing until ω is trained: raise select_steps")
+        remaps += self.after_choice(ctx, kept)
+        after = count_trainable(ctx.model)
+        record = {"step": ctx.step, "k": k, "kept": kept, "trainable_params_before": before,
+                  "trainable_params_after": after, "ranks": self.ranks()}
+        self.history.append(record)
+        if final:
+            self.kept = kept
+            self.selection = {key: record[key] for key in ("step", "trainable_params_before", "trainable_params_after")}
+            self._memory_mark_pending = self._cuda_device() is not None
+        log.info("%s: step %d keeps %d of %d adapters; trainable params %d -> %d", type(self).__name__, ctx.step,
+                 len(kept), len(names), before, after)
+        ctx.log({**{f"omega/{n}": a.omega.item() for n, a in self.adapters.items()},
+                 "weightlora/active_adapters": len(kept), "weightlora/trainable_params_before": before,
+                 "weightlora/trainable_params_after": after})
+        return remaps
+
+    def after_choice(self, ctx: TrainContext, kept: list[str]) -> list[Remap]:
+        """What happens to the kept adapters once the others are gone (WeightLoRA+ grows them)."""
+        return []
+
+    # ---------------------------------------------------------------- memory (CUDA)
+    def _cuda_device(self):
+        dev = next(iter(self.adapters.values())).base.weight.device if self.adapters else None
+        return dev if dev is not None and dev.type == "cuda" else None
+
+    def _mark_memory(self) -> None:
+        """Split the run's peak GPU memory at the disconnect (the paper's Fig. 3 is memory against the
+        number of connected adapters). Done one step after the choice, once the loop has freed the
+        disconnected tensors and their Adam state; from here on CUDA's peak counter (and so the
+        loop's ``peak_memory_bytes``) is the peak with K adapters."""
+        dev = self._cuda_device()
+        self.selection["peak_memory_bytes_before"] = torch.cuda.max_memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        self._memory_mark_pending, self._memory_marked = False, True
+
+    # ---------------------------------------------------------------- state
+    def state(self) -> dict:
+        out = super().state()
+        if self.kept is not None:
+            out["kept"] = list(self.kept)
+            out["selection"] = dict(self.selection)
+            if self._memory_marked:
+                out["selection"]["peak_memory_bytes_after"] = torch.cuda.max_memory_allocated(self._cuda_device())
+        return out

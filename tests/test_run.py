@@ -1,0 +1,126 @@
+"""The run as a user drives it: configs compose, models get their adapters, results.json is
+written (also on failure), bad input gets one clear line, a multirun writes one file per job,
+and LoRA on a real pretrained model learns from real data."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SHARED_DATA, compose_config, smoke
+from roloraexp.methods.lora import LoRA
+from roloraexp.run import run
+
+GROUPS = {g: sorted(p.stem for p in (REPO / "conf" / g).glob("*.yaml")) for g in ("model", "task", "method")}
+
+
+@pytest.mark.parametrize("model", GROUPS["model"])
+@pytest.mark.parametrize("method", GROUPS["method"])
+def test_every_model_method_pair_composes(model, method):
+    cfg = compose_config(f"model={model}", f"method={method}")
+    assert cfg.model.name == model and cfg.method.name == method and cfg.method._target_
+
+
+@pytest.mark.parametrize("task", GROUPS["task"])
+def test_every_task_composes(task):
+    assert compose_config(f"task={task}").task.name == task
+
+
+def test_required_names_exist():
+    assert {"roberta_base", "deberta_v3_base", "bart_large", "llama3_8b", "minilm"} <= set(GROUPS["model"])
+    assert {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"} <= set(GROUPS["task"])
+
+
+@pytest.mark.parametrize("model,expected", [("tiny_roberta", 4), ("tiny_deberta", 6), ("tiny_bert", 4), ("tiny_llama", 4),
+                                            ("tiny_bart", 12)])
+def test_tiny_architectures_train_with_their_adapters(tmp_path, model, expected):
+    res = run(smoke(f"model={model}", "trainer.max_steps=2", "task.max_eval_samples=8"), tmp_path)
+    assert res["status"] == "completed", res.get("error")
+    assert len(res["ranks"]) == expected and set(res["ranks"].values()) == {8}
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "completed" and saved["steps"] == 2 and "main" in saved["metrics"]
+    # only adapters and the head train: far fewer parameters than the model has
+    assert 0 < saved["trainable_params"] == saved["trainable_params_peak"] < 50_000
+
+
+def test_results_schema_and_best_tracking(tmp_path):
+    res = run(smoke("trainer.max_steps=8", "trainer.eval_every=2"), tmp_path)
+    keys = {"status", "task", "method", "model", "seed", "metrics", "best_metrics", "ranks", "trainable_params",
+            "trainable_params_peak", "steps", "wall_time_s", "config", "history"}
+    assert keys <= set(res)
+    evals = [h for h in res["history"] if "metrics" in h]
+    assert [h["step"] for h in evals] == [2, 4, 6, 8]
+    assert res["best_metrics"]["main"] == max(h["metrics"]["main"] for h in evals)
+    assert res["config"]["trainer"]["max_steps"] == 8
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["method.rank=0"], "method.rank must be a positive integer"),
+    (["method.target_modules=[nope]"], "match no linear layer"),
+    (["data_dir=/nonexistent"], "/nonexistent"),
+    (["trainer.precision=fp8"], "trainer.precision must be fp32, fp16 or bf16"),
+    (["model=roberta_base", "model.name_or_path=/no/such/model"], "cannot load"),
+    (["model=roberta_base"], "offline with no local copy"),  # a hub id, with the hub out of reach
+    (["data_dir=null"], "offline with no local copy"),
+    (["method=rolora", "sparsifier=none"], "needs sparsifier=adalora or sparsifier=sora"),
+    (["method=lora", "sparsifier=adalora"], "takes no sparsifier"),
+])
+def test_bad_input_fails_with_one_clear_line(tmp_path, overrides, message):
+    res = run(smoke(*overrides), tmp_path)
+    assert res["status"] == "failed" and message in res["error"] and "\n" not in res["error"]
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
+
+
+def cli(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(REPO), WANDB_MODE="disabled", HYDRA_FULL_ERROR="0")
+    return subprocess.run([sys.executable, "-m", "roloraexp.run", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_unknown_names_and_user_errors_give_no_traceback(tmp_path):
+    bad = cli("method=nosuchmethod", cwd=tmp_path)
+    assert bad.returncode != 0 and "nosuchmethod" in bad.stderr and "Traceback" not in bad.stderr
+    user = cli("model=tiny_roberta", "method.rank=-1", "logger=disabled", f"data_dir={SHARED_DATA}",
+               f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert user.returncode == 1 and "Traceback" not in user.stderr
+    assert "error: method.rank must be a positive integer, got -1" in user.stderr
+
+
+def test_two_seed_multirun_writes_two_results(tmp_path):
+    proc = cli("-m", "seed=1,2", "model=tiny_roberta", "task=rte", f"data_dir={SHARED_DATA}", "logger=disabled",
+               "trainer.max_steps=2", "trainer.batch_size=4", "task.max_train_samples=16", "task.max_eval_samples=8",
+               f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = sorted((tmp_path / "sweep").glob("*/results.json"))
+    assert len(results) == 2
+    seeds = sorted(json.loads(p.read_text())["seed"] for p in results)
+    assert seeds == [1, 2]
+
+
+def test_lora_on_pretrained_minilm_learns_sst2(tmp_path):
+    """Real learning: a real pretrained model on real data, clearly above chance (0.5)."""
+    cfg = compose_config("model=minilm", "task=sst2", f"data_dir={SHARED_DATA}", "logger=disabled", "method=lora",
+                         "trainer.max_steps=60", "trainer.batch_size=32", "trainer.lr=2e-3", "task.max_seq_length=48",
+                         "task.max_train_samples=1920", "task.max_eval_samples=400", "trainer.save_adapters=false")
+    res = run(cfg, tmp_path)
+    assert res["status"] == "completed", res.get("error")
+    assert res["metrics"]["accuracy"] > 0.70, res["metrics"]
+
+
+class LrProbe(LoRA):
+    """Records the learning rate each optimizer step used, as a method sees it at its hook."""
+    seen: list = []
+
+    def after_optimizer_step(self, ctx):
+        LrProbe.seen.append(ctx.optimizer.param_groups[0]["lr"])
+        return []
+
+
+def test_hooks_see_the_learning_rate_the_step_used(tmp_path):
+    cfg = smoke("trainer.max_steps=4", "trainer.warmup_ratio=0", "trainer.lr=1e-3")
+    cfg.method._target_ = f"{__name__}.LrProbe"
+    LrProbe.seen = []
+    assert run(cfg, tmp_path)["status"] == "completed"
+    assert LrProbe.seen == pytest.approx([1e-3, 0.75e-3, 0.5e-3, 0.25e-3])  # linear decay, step k uses lr·(1 − k/N)
