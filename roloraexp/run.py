@@ -29,7 +29,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     from .models import head_prefixes, load_model
     from .tasks import build_task
     from .tracking import Tracker
-    from .train import RunRecord, Trainer, count_trainable
+    from .methods.base import count_trainable
+    from .train import RunRecord, Trainer
 
     out = Path(output_dir) if output_dir is not None else Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 from .adapters import apply_remaps
 from .checkpoint import save_state, trainable_state
 from .errors import ConfigError
-from .methods.base import TrainContext
+from .methods.base import TrainContext, count_trainable
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,6 @@ def make_accelerator(trainer_cfg) -> Accelerator:
     # (in-process sweeps, tests): each run starts from a clean one.
     AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(mixed_precision=mixed, cpu=not cuda)
-
-
-def count_trainable(model) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 class Trainer:

@@ -104,8 +104,8 @@ def test_phase_end_rescales_interpolates_and_stays_in_budget():
 
 def test_minilm_rolora_learns_with_non_uniform_ranks_in_budget(tmp_path):
     cfg = compose_config("model=minilm", "task=sst2", f"data_dir={SHARED_DATA}", "logger=disabled", "method=rolora",
-                         "trainer.max_steps=25", "trainer.batch_size=32", "trainer.lr=2e-3", "task.max_seq_length=48",
-                         "task.max_train_samples=1600", "task.max_eval_samples=300", "trainer.save_adapters=false",
+                         "trainer.max_steps=30", "trainer.batch_size=32", "trainer.lr=3e-3", "task.max_seq_length=48",
+                         "task.max_train_samples=1920", "task.max_eval_samples=300", "trainer.save_adapters=false",
                          *FAST_ADALORA)
     res = run(cfg, tmp_path)
     assert res["status"] == "completed", res.get("error")

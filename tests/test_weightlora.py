@@ -185,6 +185,7 @@ def test_select_steps_as_a_fraction_of_the_run():
     assert loop.method.events == [(5, 2)]
     loop.step(5)
     assert len(loop.active()) == 2
+    assert Loop("weightlora", k=2, select_steps=0.01, total=10).method.events == [(1, 2)]  # at least one step
 
 
 def test_magnitude_top_k_and_trainer_schedule_options_run():

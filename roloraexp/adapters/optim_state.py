@@ -7,8 +7,13 @@ from .layer import Remap
 
 
 def _carry(value, remap: Remap):
-    # Per-element state (Adam's moments) has the parameter's shape; scalars (Adam's step) carry as is.
+    # Per-element state (Adam's moments) has the parameter's shape. Adam's scalar step carries as
+    # is, unless nothing carries over: then its bias correction must restart with the moments.
+    # (Adam keeps one step per tensor, so components appended by a grow share the old step and
+    # start without bias correction: their first updates are a few times lr, then settle.)
     if not torch.is_tensor(value) or value.shape != remap.old.shape:
+        if remap.src_index is None and torch.is_tensor(value) and value.ndim == 0:
+            return torch.zeros_like(value)
         return value
     fresh = torch.zeros_like(remap.new)
     if remap.src_index is not None and len(remap.src_index):

@@ -55,6 +55,10 @@ def resolve_steps(value: float, total: int, what: str) -> int:
     return int(round(value * total)) if 0 < value < 1 else int(value)
 
 
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 class Method:
     """Plain LoRA behaviour; subclasses override what differs."""
 
@@ -130,7 +134,7 @@ class Method:
     def state(self) -> dict:
         """What gets logged at each evaluation and written to results.json."""
         out: dict = {"ranks": self.ranks()}
-        omega = {n: float(a.omega) for n, a in self.adapters.items() if a.omega is not None}
+        omega = {n: a.omega.item() for n, a in self.adapters.items() if a.omega is not None}
         if omega:
             out["omega"] = omega
         return out

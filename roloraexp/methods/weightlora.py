@@ -38,7 +38,7 @@ import torch
 
 from ..adapters import Remap
 from ..errors import ConfigError
-from .base import Method, TrainContext, resolve_steps
+from .base import Method, TrainContext, resolve_steps, count_trainable
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,6 @@ def top_k(values: torch.Tensor, k: int, by: str = "value") -> torch.Tensor:
     score = values.abs() if by == "magnitude" else values
     order = torch.sort(score, descending=True, stable=True).indices
     return order[:k].sort().values
-
-
-def count_trainable(model) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 class WeightLoRA(Method):
@@ -97,6 +93,8 @@ class WeightLoRA(Method):
         if ctx.phase > 0 or self.events or self.kept is not None:  # one choice per run
             return
         T = resolve_steps(self.cfg.select_steps, ctx.total_steps, "method.select_steps")
+        if 0 < self.cfg.select_steps < 1:  # a fraction of a short (smoke) run still selects after one step
+            T = max(T, 1)
         if T < self.min_select_steps:
             raise ConfigError(f"method.select_steps={self.cfg.select_steps} gives T={T} steps; T must be >= "
                               f"{self.min_select_steps} (a fraction below 1 is taken of the run's {ctx.total_steps} steps)")

@@ -1,0 +1,171 @@
+"""The paper-table targets (make/tables.mk + scripts/sweep.py): every target expands into runs whose
+configs compose, every experiment config composes with the papers' values, a scaled-down target runs
+end to end, writes its table and figures and skips its finished runs when run again; and the
+gradient-norm script (ROLoRA Fig. 3) writes its JSON and figure."""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from conftest import REPO, SHARED_DATA, compose_config
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)   # dataclasses look the module up
+    spec.loader.exec_module(module)
+    return module
+
+
+sweep = _load("sweep")
+TABLES = list(sweep.TABLES)
+EXPERIMENTS = sorted(str(p.relative_to(REPO / "conf" / "experiment").with_suffix(""))
+                     for p in (REPO / "conf" / "experiment").rglob("*.yaml"))
+COMPOSED: set = set()
+ENV = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
+
+
+def make(*args, cwd=REPO):
+    # -o: never (re)install from inside the tests.
+    return subprocess.run(["make", "--no-print-directory", "-o", ".make/installed", f"PYTHON={sys.executable}",
+                           f"DATA_DIR={SHARED_DATA}", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_every_table_has_a_target_and_a_report_spec():
+    from roloraexp.report_tables import TABLES as SPECS
+
+    assert set(TABLES) == {f"{p}-table{i}" for p in ("rolora", "weightlora") for i in range(1, 7)} <= set(SPECS)
+    mk = (REPO / "make" / "tables.mk").read_text()
+    assert "$(TABLES):" in mk and "tables-help" in mk
+    methods = {row.method for parts in sweep.TABLES.values() for part in parts for row in part.methods}
+    existing = {p.stem for p in (REPO / "conf" / "method").glob("*.yaml")}
+    assert methods - existing <= {"full_ft"}, "a grid names a method with no conf/method/*.yaml"
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_make_dry_run_prints_the_multiruns_and_their_configs_compose(tmp_path, table):
+    runs = tmp_path / "runs"
+    res = make("-n", table, "SEEDS=1", f"RUNS={runs}")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    launches = [line for line in lines if " -m roloraexp.run -m " in line]
+    assert launches and all(f"hydra.sweep.dir={runs}/" in line for line in launches)
+    assert any(line.startswith(f"{sys.executable} -m roloraexp.report {table} {runs}/") for line in lines)
+    assert not runs.exists(), "make -n must not run anything"
+
+    cells = sweep.plan(table, sweep.parse_args([table, "--seeds", "1", "--runs", str(runs)]))
+    assert len(launches) == len(sweep.batches(cells))
+    assert len({c.dir for c in cells}) == len(cells), "two cells share a run folder"
+    # Compose each distinct (experiment, method overrides, keys) once: ranks, K and seeds are plain values.
+    for c in cells:
+        key = tuple(o if o.split("=")[0] not in ("method.rank", "method.k", "seed") else o.split("=")[0]
+                    for o in c.overrides)
+        if key in COMPOSED:   # tables share cells (Tables 4 and 5 read Table 1's)
+            continue
+        COMPOSED.add(key)
+        cfg = compose_config(*c.overrides)
+        assert (cfg.task.name, cfg.method.name, cfg.model.name, cfg.table) == (c.task, c.row.method, c.model, c.folder)
+        assert cfg.seed == 1 and ("method.rank" not in c.swept or cfg.method.rank == int(c.swept["method.rank"]))
+        assert "method.k" not in c.swept or cfg.method.k == int(c.swept["method.k"])
+        if "sparsifier=adalora" in c.overrides or cfg.method.name == "rolora":
+            assert cfg.sparsifier.name in ("adalora", "sora")
+        assert isinstance(OmegaConf.to_container(cfg.trainer, resolve=True)["lr"], float)
+
+
+def test_cells_group_into_grids_and_a_ragged_rest_splits():
+    a = sweep.parse_args(["rolora-table3", "--tasks", "rte", "mrpc", "--methods", "lora", "rolora", "--seeds", "1", "2",
+                          "--runs", "/nonexistent"])
+    cells = sweep.plan("rolora-table3", a)
+    assert len(cells) == 2 * 2 * 2 * 2 and len(sweep.batches(cells)) == 2   # one multirun per method
+    ragged = [c for c in cells if not (c.row.key == "lora" and c.task == "rte" and c.swept["seed"] == "2")]
+    combos = [combo for _, combo in sweep.batches(ragged)]
+    assert len(combos) == 3 and sum(math.prod(len(v) for v in combo.values()) for combo in combos) == len(ragged)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_config_composes(name):
+    text = (REPO / "conf" / "experiment" / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_")
+    defaults = {k.split("/")[-1]: v for d in yaml.safe_load(text)["defaults"] for k, v in d.items()}
+    for method in ("lora", "adalora", "weightlora"):
+        extra = ["sparsifier=adalora"] if method == "adalora" else []
+        cfg = compose_config(f"experiment={name}", f"method={method}", *extra)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        assert cfg.model.name == defaults["model"] and cfg.task.name == defaults["task"]
+        assert resolved["method"]["name"] == method and isinstance(resolved["trainer"]["lr"], float)
+
+
+@pytest.mark.parametrize("experiment,method,values", [
+    ("rolora/roberta_base/mrpc", "lora", {"trainer.epochs": 30, "trainer.lr": 1e-3, "method.alpha": 8}),
+    ("rolora/roberta_base/cola", "adalora", {"sparsifier.t_final": 3500, "sparsifier.orth_reg": 0.5,
+                                             "method.init_rank": None, "trainer.batch_size": 32}),
+    ("rolora/deberta_v3_base/qqp", "rolora", {"trainer.batch_size": 32, "sparsifier.t_init": 8000}),
+    ("rolora/deberta_v3_base/squad_v2", "lora", {"trainer.epochs": 12, "task.max_seq_length": 128}),
+    ("weightlora/deberta_v3_base/rte", "weightlora", {"trainer.grad_accum": 6, "method.alpha": 32}),
+    ("weightlora/deberta_v3_base_n72/rte", "weightlora", {"trainer.lr": 8e-4, "trainer.epochs": 50}),
+    ("weightlora/deberta_v3_base_n72/rte", "lora", {"trainer.lr": 5e-4, "trainer.batch_size": 64}),
+    ("weightlora/llama3_8b/cola", "lora", {"trainer.max_steps": 1024, "trainer.grad_accum": 2}),
+    ("weightlora/bart_large/xsum", "lora", {"trainer.epochs": 35, "trainer.batch_size": 8}),
+])
+def test_experiments_hold_the_papers_values(experiment, method, values):
+    extra = ["sparsifier=adalora"] if method == "adalora" else []
+    cfg = OmegaConf.create(OmegaConf.to_container(compose_config(f"experiment={experiment}", f"method={method}", *extra),
+                                                  resolve=True))
+    assert {k: OmegaConf.select(cfg, k) for k in values} == values
+
+
+def test_demo_config():
+    cfg = compose_config("experiment=demo")
+    assert (cfg.model.name, cfg.task.name, cfg.method.name, cfg.sparsifier.name, cfg.schedule.name) == \
+           ("minilm", "sst2", "rolora", "adalora", "rolora")
+    assert cfg.method.iterations == 3 and cfg.trainer.max_steps * 3 <= 150 and cfg.logger.mode == "offline"
+
+
+def test_scaled_down_target_runs_end_to_end_and_resumes(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    args = ["rolora-table4", "MODEL=tiny_roberta", "SEEDS=1 2", "TASKS=rte", "SAMPLES=32", "STEPS=6", f"RUNS={runs}",
+            f"OUT={out}", "EXTRA=logger=disabled trainer.save_adapters=false"]
+    first = make(*args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    files = sorted((runs / "rolora-table1").rglob("results.json"))   # Table 4 reads Table 1's runs
+    assert len(files) == 3 * 2 and all(json.loads(f.read_text())["status"] == "completed" for f in files)
+    assert {f.parent.relative_to(runs / "rolora-table1").as_posix() for f in files} == {
+        f"tiny_roberta/rte/{m}_r8/seed{s}" for m in ("lora", "adalora", "rolora") for s in (1, 2)}
+    table = (out / "rolora-table4.md").read_text()
+    assert "ROLoRA" in table and "(2)" in table
+    assert (out / "rolora-table4.csv").exists() and list(out.glob("rolora-table4_ranks_*.png"))
+
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+    again = make(*args)
+    assert again.returncode == 0, again.stderr
+    assert "6 completed (skipped)" in again.stdout and "-> 0 runs in 0 multirun(s)" in again.stdout
+    assert " -m roloraexp.run " not in again.stdout
+    assert {f: f.stat().st_mtime_ns for f in files} == mtimes
+
+    # A failed cell and a changed setting run again (dry run: nothing is launched here).
+    bad = files[0]
+    bad.write_text(json.dumps({**json.loads(bad.read_text()), "status": "failed", "error": "boom"}))
+    dry = make("-n", *args)
+    assert "1 failed" in dry.stdout and "-> 1 runs in 1 multirun(s)" in dry.stdout
+    dry = make("-n", *[a if a != "STEPS=6" else "STEPS=7" for a in args])
+    assert "5 changed" in dry.stdout and "trainer.max_steps=7" in dry.stdout
+
+
+def test_grad_norms_writes_json_and_figure(tmp_path):
+    grad_norms = _load("grad_norms")
+    rc = grad_norms.main(["model=tiny_roberta", "task=rte", f"data_dir={SHARED_DATA}", "task.max_train_samples=32",
+                          "trainer.batch_size=8", "--batches", "2", "--out", str(tmp_path)])
+    assert rc == 0
+    norms = json.loads((tmp_path / "tiny_roberta_rte.json").read_text())
+    # 2 layers × (q, k, v, attention output, intermediate, output)
+    assert len(norms) == 12 and all(math.isfinite(v) and v > 0 for v in norms.values())
+    assert any(".layer.1.attention.self.value" in n for n in norms)
+    assert (tmp_path / "tiny_roberta_rte.png").stat().st_size > 0
