@@ -5,7 +5,6 @@ import transformers
 from omegaconf import OmegaConf
 
 from conftest import SHARED_DATA, compose_config, smoke
-from roloraexp.adapters import adapters_of
 from roloraexp.methods.base import TrainContext
 from roloraexp.methods.budget import lora_budget
 from roloraexp.methods.rolora import ROLoRA
@@ -89,7 +88,6 @@ def test_extend_leaves_outputs_unchanged_and_keeps_the_most_important():
 
 def test_phase_end_rescales_interpolates_and_stays_in_budget():
     model, m = tiny_rolora(rank=4)
-    K = len(m.adapters)
     ctx = TrainContext(model=model, phase=0, phase_steps=10)
     m.on_phase_start(ctx)
     # pretend AdaLoRA pruned all but the first adapter's components

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -80,8 +79,10 @@ def cli(*args, cwd):
 
 
 def test_unknown_names_and_user_errors_give_no_traceback(tmp_path):
-    bad = cli("method=nosuchmethod", cwd=tmp_path)
-    assert bad.returncode != 0 and "nosuchmethod" in bad.stderr and "Traceback" not in bad.stderr
+    for override in ("method=nosuchmethod", "model=nosuchmodel", "task=nosuchtask"):
+        bad = cli(override, cwd=tmp_path)
+        name = override.split("=")[1]
+        assert bad.returncode != 0 and name in bad.stderr and "Traceback" not in bad.stderr
     user = cli("model=tiny_roberta", "method.rank=-1", "logger=disabled", f"data_dir={SHARED_DATA}",
                f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert user.returncode == 1 and "Traceback" not in user.stderr

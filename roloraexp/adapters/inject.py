@@ -25,10 +25,10 @@ def find_target_modules(model: nn.Module, targets: Iterable[str], exclude: Itera
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or any(_matches_prefix(name, e) for e in exclude):
             continue
-        for t in targets:
-            if _matches(name, t):
-                found.append(name)
-                hit.add(t)
+        matched = [t for t in targets if _matches(name, t)]
+        if matched:  # "output.dense" and "dense" may both name one layer: wrap it once
+            found.append(name)
+            hit.update(matched)
     missing = [t for t in targets if t not in hit]
     if missing:
         linear = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})

@@ -307,7 +307,8 @@ class AdaLoRA(Method):
     def _record(self, ctx: TrainContext, budget: int) -> None:
         ranks = self.ranks()
         self.history.append({"step": ctx.step, "phase": ctx.phase, "ranks": ranks, "budget": budget})
-        ctx.log({"adalora/budget": budget, "adalora/mean_rank": sum(ranks.values()) / max(1, len(ranks))})
+        ctx.log({"adalora/budget": budget, "adalora/mean_rank": sum(ranks.values()) / max(1, len(ranks)),
+                 **{f"ranks/{n}": r for n, r in ranks.items()}})  # per adapter at every mask update
 
     # ------------------------------------------------------------------ state
     def ranks(self) -> dict[str, int]:

@@ -106,7 +106,8 @@ class ROLoRA(Method):
         record.update(ranks=self.ranks(), spent=self.spent(), budget=self.budget)
         self.history.append(record)
         mean = sum(record["ranks"].values()) / max(1, len(names))
-        ctx.log({"rolora/mean_rank": mean, "rolora/spent_fraction": record["spent"] / self.budget})
+        ctx.log({"rolora/mean_rank": mean, "rolora/spent_fraction": record["spent"] / self.budget,
+                 **{f"ranks/{n}": r for n, r in record["ranks"].items()}})  # per adapter after every iteration
 
     def _extend(self, adapter, target: int) -> None:
         """EXTEND: keep ΔW; new components start like the sparsifier's own (zero product)."""

@@ -38,7 +38,7 @@ import torch
 
 from ..adapters import Remap
 from ..errors import ConfigError
-from .base import Method, TrainContext, resolve_steps, count_trainable
+from .base import Method, TrainContext, count_trainable, resolve_steps
 
 log = logging.getLogger(__name__)
 

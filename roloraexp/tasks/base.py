@@ -5,6 +5,7 @@ methods never see the task. A task is chosen by ``conf/task/*.yaml`` (``_target_
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -23,6 +24,13 @@ class Task:
         self.train_dataset: Dataset | None = None
         self.eval_datasets: dict[str, Dataset] = {}
         self.tokenizer = None
+
+    def data_path(self, p) -> Path:
+        """A user-given file: as given when it exists (or is absolute), else under ``data_dir``."""
+        p = Path(str(p)).expanduser()
+        if not p.is_absolute() and not p.exists() and self.data_dir:
+            p = Path(self.data_dir) / p
+        return p
 
     def model_kwargs(self) -> dict:
         """Extra ``from_pretrained`` / config kwargs for the head (num_labels, problem_type...)."""

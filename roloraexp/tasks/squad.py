@@ -89,16 +89,10 @@ class SquadTask(Task):
         self.eval_features: dict[str, list[dict]] = {}
 
     # ------------------------------------------------------------------ data
-    def _path(self, p) -> Path:
-        p = Path(str(p)).expanduser()
-        if not p.is_absolute() and not p.exists() and self.data_dir:
-            p = Path(self.data_dir) / p
-        return p
-
     def _local(self, which: str) -> Path | None:
         explicit = self.cfg.get(f"{which}_file")
         if explicit:
-            return self._path(explicit)
+            return self.data_path(explicit)
         if not self.data_dir:
             return None
         folder = Path(self.data_dir) / self.cfg.get("local_dir", "squad_v2.0" if self.v2 else "squad_v1.1")

@@ -111,17 +111,11 @@ class SummarizationTask(Task):
         self.eval_references: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------ data
-    def _path(self, p) -> Path:
-        p = Path(str(p)).expanduser()
-        if not p.is_absolute() and not p.exists() and self.data_dir:
-            p = Path(self.data_dir) / p
-        return p
-
     def _local(self, which: str) -> list[dict] | None:
         cfg = self.cfg
         if cfg.get(f"{which}_file"):
-            docs = self._path(cfg.get(f"{which}_file"))
-            sums = self._path(cfg.get(f"{which}_summary_file")) if cfg.get(f"{which}_summary_file") else None
+            docs = self.data_path(cfg.get(f"{which}_file"))
+            sums = self.data_path(cfg.get(f"{which}_summary_file")) if cfg.get(f"{which}_summary_file") else None
         elif self.data_dir and cfg.get(f"local_{which}"):
             folder = Path(self.data_dir) / cfg.get("local_dir", "")
             docs = folder / cfg.get(f"local_{which}")
