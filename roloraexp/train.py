@@ -117,7 +117,6 @@ class Trainer:
         total = phase_steps * method.num_phases
         ctx = TrainContext(model=self.model, phase_steps=phase_steps, total_steps=total,
                            log=lambda m: self.tracker.log(m, ctx.step))
-        self._track_params()
         bar = tqdm(total=total, desc="train", dynamic_ncols=True, mininterval=1, disable=None)
         start = time.time()
         for phase in range(method.num_phases):
