@@ -101,6 +101,10 @@ def _per_layer_bars(values: dict[str, float], out_png, ylabel: str, title: str, 
     ax.set_xticklabels([f"{prefix.get(s, '')}{layer}" if layer >= 0 else "-" for s, layer in layers])
     ax.set_xlabel("layer"), ax.set_ylabel(ylabel), ax.set_title(title, fontsize=10)
     ax.legend(title="matrix", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, out_png)
+
+
+def _save(fig, out_png) -> Path:
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -140,12 +144,7 @@ def memory_vs_active(results_list, out_png, title: str | None = None) -> Path:
     ax.set_xlabel("active adapters"), ax.set_ylabel("peak GPU memory (GiB)")
     ax.set_title(title or "Peak memory vs active adapters", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 def grad_norm_per_layer(norms: dict[str, float], out_png, title: str | None = None) -> Path:
