@@ -46,7 +46,7 @@ class Toy(nn.Module):
 # ------------------------------------------------------------------ PEFT side by side
 def peft_and_ours(init_r, target_r, tinit, tfinal, deltaT, total_step, orth=0.1, seed=0):
     """The same Toy adapted by PEFT's AdaLoRA and by ours, with identical A, B, E."""
-    peft = pytest.importorskip("peft")
+    import peft  # a dev dependency: the reference implementation
     torch.manual_seed(seed)
     base = Toy()
     cfg = peft.AdaLoraConfig(init_r=init_r, target_r=target_r, tinit=tinit, tfinal=tfinal, deltaT=deltaT,
