@@ -132,7 +132,8 @@ class Trainer:
             epoch, micro = 0, 0
             running = torch.zeros((), device=acc.device)  # summed on device: no GPU sync per step
             while ctx.phase_step < phase_steps:
-                for batch in self._loader(phase):
+                loader = self._loader(phase)
+                for i, batch in enumerate(loader):
                     batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
                     with acc.autocast():
                         loss = self.model(**batch).loss
@@ -153,7 +154,7 @@ class Trainer:
                                           "train/trainable_params": self.record.trainable_params}, ctx.step)
                         running.zero_()
                     if cfg.eval_every and ctx.step % cfg.eval_every == 0:
-                        self.evaluate(ctx, epoch + ctx.phase_step / max(1, phase_steps))
+                        self.evaluate(ctx, epoch + (i + 1) / len(loader))
                     if ctx.phase_step >= phase_steps:
                         break
                 epoch += 1
