@@ -13,7 +13,7 @@ class FakeRun:
         self.logged.append((step, metrics))
 
     def finish(self, exit_code=0):
-        pass
+        self.finished = exit_code
 
 
 def test_every_evaluation_logs_metrics_ranks_and_omega(tmp_path, monkeypatch):

@@ -13,4 +13,4 @@ from .iterated import Iterated
 
 
 class AdaLoRAIter(Iterated, AdaLoRA):
-    pass
+    """AdaLoRA's hooks with Iterated's phases (see the module docstring)."""

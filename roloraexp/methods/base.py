@@ -119,13 +119,13 @@ class Method:
         return None
 
     def on_phase_start(self, ctx: TrainContext) -> None:
-        pass
+        """Before each phase's optimizer is built; plain LoRA has nothing to set up."""
 
     def after_optimizer_step(self, ctx: TrainContext) -> list[Remap]:
         return []
 
     def on_phase_end(self, ctx: TrainContext) -> None:
-        pass
+        """After each phase; plain LoRA keeps its ranks."""
 
     # ---------------------------------------------------------------- state
     def ranks(self) -> dict[str, int]:

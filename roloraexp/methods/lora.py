@@ -3,4 +3,4 @@ from .base import Method
 
 
 class LoRA(Method):
-    pass
+    """Method's defaults are plain LoRA: rank r everywhere, one phase, no resizing."""

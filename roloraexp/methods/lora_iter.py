@@ -4,4 +4,4 @@ from .lora import LoRA
 
 
 class LoRAIter(Iterated, LoRA):
-    pass
+    """LoRA's adapters with Iterated's phases: T runs, each from the best checkpoint so far."""

@@ -36,7 +36,7 @@ class RLoRA(WeightLoRA):
         self.random_choice = [names[i] for i in sorted(picks.tolist())]
 
     def omega_step(self, ctx: TrainContext, k: int, final: bool) -> None:
-        pass  # no ω training
+        """No ω training: the choice is random and ω stays 1."""
 
     def choose(self, names: list[str], k: int) -> list[str]:
         return [n for n in self.random_choice if n in names]
