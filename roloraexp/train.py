@@ -92,7 +92,7 @@ class Trainer:
 
     def evaluate(self, ctx: TrainContext, epoch: float) -> dict:
         self.last_eval_step = ctx.step
-        metrics = self.task.evaluate(self.model, self.accelerator, self.cfg.eval_batch_size)
+        metrics = self.method.evaluate(lambda: self.task.evaluate(self.model, self.accelerator, self.cfg.eval_batch_size))
         state = self.method.state()
         entry = {"step": ctx.step, "phase": ctx.phase, "epoch": round(epoch, 3), "metrics": metrics,
                  "trainable_params": count_trainable(self.model), **state}
@@ -123,7 +123,7 @@ class Trainer:
             ctx.phase, ctx.phase_step, ctx.best_state = phase, 0, self.best_state
             method.on_phase_start(ctx)
             self._track_params()
-            optimizer = torch.optim.AdamW(method.param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+            optimizer = method.build_optimizer(self.model, cfg)
             optimizer = acc.prepare_optimizer(optimizer, device_placement=False)
             scheduler = get_linear_schedule_with_warmup(optimizer.optimizer, int(cfg.warmup_ratio * phase_steps), phase_steps)
             ctx.optimizer = optimizer
@@ -134,6 +134,8 @@ class Trainer:
             while ctx.phase_step < phase_steps:
                 loader = self._loader(phase)
                 for i, batch in enumerate(loader):
+                    if micro % cfg.grad_accum == 0:
+                        method.on_step_start(ctx)
                     batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
                     with acc.autocast():
                         loss = self.model(**batch).loss
@@ -178,8 +180,9 @@ class Trainer:
         ctx.grad_scale = acc.scaler.get_scale() if acc.scaler is not None else 1.0  # fp16 only: syncs
         acc.unscale_gradients(optimizer=optimizer)
         if cfg.max_grad_norm and cfg.max_grad_norm > 0:
-            params = [p for g in optimizer.param_groups for p in g["params"]]
+            params = [p for g in optimizer.param_groups for p in g["params"]] + self.method.clip_parameters()
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        self.method.before_optimizer_step(ctx)
         optimizer.step()
         ctx.step_skipped = bool(getattr(optimizer, "step_was_skipped", False))  # fp16 overflow
         ctx.step += 1

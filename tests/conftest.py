@@ -10,6 +10,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"  # the small real slices shipped in the repository (scripts/make_data_slices.py)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Every test that reads real data needs it: fail loudly, never skip silently.
 assert SHARED_DATA.is_dir(), f"the shared data must sit beside the repo at {SHARED_DATA}"

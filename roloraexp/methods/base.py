@@ -5,20 +5,29 @@ The loop never knows which method runs; a method never owns the loop. The loop c
     method.prepare(model, target_names)              inject adapters
     for phase in range(method.num_phases):
         method.on_phase_start(ctx)                   may resize / reload; the loop then builds a fresh optimizer
+        optimizer = method.build_optimizer(model, trainer_cfg)   AdamW over param_groups() by default
         each optimizer step:
+            method.on_step_start(ctx)                before the step's first forward (e.g. sample a rank)
             loss += method.extra_loss()              e.g. AdaLoRA's orthogonal regulariser
-            ... backward, clip, optimizer.step() ...
+            ... backward, unscale, clip (optimizer params + method.clip_parameters()) ...
+            method.before_optimizer_step(ctx)        grads final; parameters not yet updated
+            ... optimizer.step() ...
             remaps = method.after_optimizer_step(ctx)  grads are still there (unscaled); masking,
                                                        proximal steps, resizes: the loop makes the
                                                        optimizer follow the returned remaps
+            at evaluations: method.evaluate(run_eval)  run_eval() scores the model; a method may score
+                                                       several variants of it (DyLoRA: every rank)
         method.on_phase_end(ctx)                     may resize (the next phase gets a fresh optimizer)
     method.state()                                   ranks / ω / gates, logged and written to results.json
+    method.state_dict() / load_state_dict(sd)        everything else the rest of the run depends on
+                                                     (checkpoints: see ``checkpoint_attrs``)
 
 Adding a method = one module subclassing :class:`Method` + one YAML in ``conf/method`` whose
 ``_target_`` names the class + tests.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -114,9 +123,30 @@ class Method:
                 decay.append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
+    def build_optimizer(self, model: nn.Module, trainer_cfg) -> torch.optim.Optimizer:
+        """The optimizer of one phase: AdamW over :meth:`param_groups` (a group may carry its own
+        ``lr``; the loop's warm-up/decay schedule then scales it like the others)."""
+        return torch.optim.AdamW(self.param_groups(model, trainer_cfg.weight_decay), lr=trainer_cfg.lr)
+
     # ---------------------------------------------------------------- hooks
     def extra_loss(self) -> torch.Tensor | None:
         return None
+
+    def on_step_start(self, ctx: TrainContext) -> None:
+        """Before the first forward of each optimizer step; plain LoRA has nothing to choose."""
+
+    def before_optimizer_step(self, ctx: TrainContext) -> None:
+        """Gradients are final (unscaled, clipped), parameters not yet updated; LoRA lets Adam step."""
+
+    def clip_parameters(self) -> list[nn.Parameter]:
+        """Parameters outside the optimizer whose gradients the loop clips together with the
+        optimizer's (one global norm); none for plain LoRA."""
+        return []
+
+    def evaluate(self, run_eval: Callable[[], dict]) -> dict:
+        """Score the model: ``run_eval()`` returns the task's metrics (with ``main``). A method that
+        can be scored in several configurations (DyLoRA: every rank) calls it once per variant."""
+        return run_eval()
 
     def on_phase_start(self, ctx: TrainContext) -> None:
         """Before each phase's optimizer is built; plain LoRA has nothing to set up."""
@@ -128,6 +158,19 @@ class Method:
         """After each phase; plain LoRA keeps its ranks."""
 
     # ---------------------------------------------------------------- state
+    # Attributes that change during a run and that the rest of the run depends on; a checkpoint
+    # saves them (deep copies: tensors, dicts, lists) and a resume puts them back. A subclass adds
+    # its own: ``checkpoint_attrs = Method.checkpoint_attrs + ("kept", ...)``. Attributes holding an
+    # object with its own ``state_dict`` (a sparsifier) are saved through it. The adapters' tensors
+    # are not here: the loop saves every trainable tensor at its current shape.
+    checkpoint_attrs: tuple[str, ...] = ("history",)
+
+    def state_dict(self) -> dict:
+        return _attrs_state(self, self.checkpoint_attrs)
+
+    def load_state_dict(self, state: dict) -> None:
+        _load_attrs_state(self, self.checkpoint_attrs, state)
+
     def ranks(self) -> dict[str, int]:
         return {n: a.rank for n, a in self.adapters.items()}
 
@@ -138,3 +181,25 @@ class Method:
         if omega:
             out["omega"] = omega
         return out
+
+
+def _attrs_state(obj, attrs: tuple[str, ...]) -> dict:
+    out = {}
+    for a in attrs:
+        v = getattr(obj, a)
+        out[a] = v.state_dict() if hasattr(v, "state_dict") and not isinstance(v, (nn.Module, torch.Tensor)) \
+            else copy.deepcopy(v)
+    return out
+
+
+def _load_attrs_state(obj, attrs: tuple[str, ...], state: dict) -> None:
+    missing = [a for a in attrs if a not in state]
+    if missing:
+        raise ConfigError(f"the checkpoint lacks the state {missing} of {type(obj).__name__}: it was written by "
+                          f"another method or version")
+    for a in attrs:
+        v = getattr(obj, a)
+        if hasattr(v, "load_state_dict") and not isinstance(v, (nn.Module, torch.Tensor)):
+            v.load_state_dict(state[a])
+        else:
+            setattr(obj, a, copy.deepcopy(state[a]))

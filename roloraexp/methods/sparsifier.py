@@ -15,11 +15,12 @@ from __future__ import annotations
 import torch
 
 from ..adapters import LowRankLinear
-from .base import TrainContext
+from .base import TrainContext, _attrs_state, _load_attrs_state
 
 
 class Sparsifier:
     adapter_init = "lora"  # how its adapters (and the components ROLoRA's EXTEND adds) start
+    checkpoint_attrs: tuple[str, ...] = ()  # what a checkpoint saves (see Method.checkpoint_attrs)
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -34,6 +35,12 @@ class Sparsifier:
 
     def extra_loss(self) -> torch.Tensor | None:
         return None
+
+    def state_dict(self) -> dict:
+        return _attrs_state(self, self.checkpoint_attrs)
+
+    def load_state_dict(self, state: dict) -> None:
+        _load_attrs_state(self, self.checkpoint_attrs, state)
 
     def step(self, ctx: TrainContext) -> None:
         """After each optimizer step: update importance, mask or threshold."""
