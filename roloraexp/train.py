@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
@@ -65,24 +66,60 @@ class Trainer:
         self.tracker, self.record, self.output_dir, self.seed = tracker, record, output_dir, seed
         if cfg_trainer.batch_size < 1 or cfg_trainer.grad_accum < 1:
             raise ConfigError("trainer.batch_size and trainer.grad_accum must be >= 1")
+        if not 0 <= cfg_trainer.warmup_ratio <= 1:
+            raise ConfigError(f"trainer.warmup_ratio must be in [0, 1], got {cfg_trainer.warmup_ratio} "
+                              f"(trainer.warmup_steps takes a number of steps)")
+        if cfg_trainer.get("warmup_steps") is not None and cfg_trainer.warmup_steps < 0:
+            raise ConfigError(f"trainer.warmup_steps must be >= 0 (or null to use warmup_ratio), "
+                              f"got {cfg_trainer.warmup_steps}")
         self.accelerator = make_accelerator(cfg_trainer)
         self.model.to(self.accelerator.device)
         self.best_main = -math.inf
         self.best_state = None
         self.last_eval_step = -1
 
-    # ------------------------------------------------------------------ sizes
-    def _loader(self, phase: int) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed * 1000 + phase)
-        return DataLoader(self.task.train_dataset, batch_size=self.cfg.batch_size, shuffle=True, generator=gen,
-                          collate_fn=self.task.collate, num_workers=self.cfg.get("num_workers", 0),
-                          pin_memory=self.accelerator.device.type == "cuda", drop_last=False)
+    # ------------------------------------------------------------------ data
+    def epoch_order(self, phase: int, epoch: int) -> torch.Tensor:
+        """The order of the training examples in one epoch: a permutation drawn from (seed, phase,
+        epoch) alone, so every epoch is reshuffled (as HF Trainer does) and a run is reproducible
+        (a resumed run can rebuild any epoch's order)."""
+        key = np.random.SeedSequence([self.seed, phase, epoch]).generate_state(2, dtype=np.uint64)
+        gen = torch.Generator().manual_seed(int(key[0] ^ key[1]) & ((1 << 63) - 1))
+        return torch.randperm(len(self.task.train_dataset), generator=gen)
+
+    def epoch_steps(self, phase: int, epoch: int):
+        """The optimizer steps of one epoch, each a list of ``grad_accum`` micro-batches. An epoch whose
+        batches do not divide by grad_accum ends with a shorter step over the leftover micro-batches,
+        as HF Trainer does: leftovers never merge into the next epoch's first step."""
+        loader = DataLoader(self.task.train_dataset, batch_size=self.cfg.batch_size,
+                            sampler=self.epoch_order(phase, epoch).tolist(), collate_fn=self.task.collate,
+                            num_workers=self.cfg.get("num_workers", 0),
+                            pin_memory=self.accelerator.device.type == "cuda", drop_last=False)
+        group = []
+        for batch in loader:
+            group.append(batch)
+            if len(group) == self.cfg.grad_accum:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def steps_per_epoch(self) -> int:
+        batches = math.ceil(len(self.task.train_dataset) / self.cfg.batch_size)
+        return math.ceil(batches / self.cfg.grad_accum)
 
     def phase_steps(self) -> int:
         if self.cfg.max_steps and self.cfg.max_steps > 0:
             return int(self.cfg.max_steps)
-        batches = math.ceil(len(self.task.train_dataset) / self.cfg.batch_size)
-        return max(1, math.ceil(batches / self.cfg.grad_accum)) * int(self.cfg.epochs)
+        return self.steps_per_epoch() * int(self.cfg.epochs)
+
+    def warmup_steps(self, phase_steps: int) -> int:
+        """``trainer.warmup_steps`` (absolute, as the papers give it) wins over ``warmup_ratio``.
+        Warm-up longer than the phase keeps rising to the end (get_linear_schedule_with_warmup's
+        semantics): the peak lr is then never reached."""
+        if self.cfg.get("warmup_steps") is not None:
+            return int(self.cfg.warmup_steps)
+        return int(self.cfg.warmup_ratio * phase_steps)
 
     # -------------------------------------------------------------- bookkeeping
     def _track_params(self) -> None:
@@ -125,28 +162,25 @@ class Trainer:
             self._track_params()
             optimizer = method.build_optimizer(self.model, cfg)
             optimizer = acc.prepare_optimizer(optimizer, device_placement=False)
-            scheduler = get_linear_schedule_with_warmup(optimizer.optimizer, int(cfg.warmup_ratio * phase_steps), phase_steps)
+            scheduler = get_linear_schedule_with_warmup(optimizer.optimizer, self.warmup_steps(phase_steps), phase_steps)
             ctx.optimizer = optimizer
             bar.set_description(f"phase {phase + 1}/{method.num_phases}" if method.num_phases > 1 else "train")
             self.model.train()
-            epoch, micro = 0, 0
             running = torch.zeros((), device=acc.device)  # summed on device: no GPU sync per step
+            epoch = 0
             while ctx.phase_step < phase_steps:
-                loader = self._loader(phase)
-                for i, batch in enumerate(loader):
-                    if micro % cfg.grad_accum == 0:
-                        method.on_step_start(ctx)
-                    batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
-                    with acc.autocast():
-                        loss = self.model(**batch).loss
-                        extra = method.extra_loss()
-                        if extra is not None:
-                            loss = loss + extra
-                    acc.backward(loss / cfg.grad_accum)
-                    running += loss.detach().float() / cfg.grad_accum
-                    micro += 1
-                    if micro % cfg.grad_accum:
-                        continue
+                for i, micro_batches in enumerate(self.epoch_steps(phase, epoch)):
+                    method.on_step_start(ctx)
+                    for batch in micro_batches:
+                        batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+                        with acc.autocast():
+                            loss = self.model(**batch).loss
+                            extra = method.extra_loss()
+                            if extra is not None:
+                                loss = loss + extra
+                        # The step's gradient is the mean over its micro-batches (fewer in an epoch's last step).
+                        acc.backward(loss / len(micro_batches))
+                        running += loss.detach().float() / len(micro_batches)
                     self._optimizer_step(optimizer, scheduler, ctx)
                     bar.update(1)
                     if ctx.step % cfg.log_every == 0:  # the mean loss since the last log
@@ -156,7 +190,7 @@ class Trainer:
                                           "train/trainable_params": self.record.trainable_params}, ctx.step)
                         running.zero_()
                     if cfg.eval_every and ctx.step % cfg.eval_every == 0:
-                        self.evaluate(ctx, epoch + (i + 1) / len(loader))
+                        self.evaluate(ctx, epoch + (i + 1) / self.steps_per_epoch())
                     if ctx.phase_step >= phase_steps:
                         break
                 epoch += 1

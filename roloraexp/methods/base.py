@@ -108,20 +108,44 @@ class Method:
     def prepare(self, model: nn.Module, target_names: list[str]) -> None:
         self.adapters = inject_adapters(model, target_names, self.make_adapter)
 
+    def param_role(self, name: str, param: nn.Parameter) -> str:
+        """Which learning-rate role a trainable parameter plays: ``adapter`` (inside the method's
+        adapter modules) or ``head`` (what trains in full beside them: classifier, pooler, newly
+        initialised modules). ``method.group_lr: {role: lr}`` gives a role its own peak lr (the
+        VeRA paper tunes the head's apart from the adapters'); a method may add roles."""
+        return "adapter" if id(param) in self._adapter_param_ids() else "head"
+
+    def _adapter_param_ids(self) -> set[int]:
+        return {id(p) for a in self.adapters.values() for p in a.parameters()}
+
+    def stepped_by_method(self) -> set[int]:
+        """Parameters the method steps itself, kept out of the optimizer: ω (WeightLoRA)."""
+        return {id(a.omega) for a in self.adapters.values() if getattr(a, "omega", None) is not None}
+
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict]:
-        """AdamW groups: no decay on biases, norms and gates (SoRA's proximal step owns the gate);
-        ω is left out (methods with ω step it themselves)."""
-        omegas = {id(a.omega) for a in self.adapters.values() if a.omega is not None}
-        gates = {id(a.gate) for a in self.adapters.values() if a.gate is not None}
-        decay, no_decay = [], []
+        """AdamW groups: one per (role, decay); no decay on biases, norms and gates (SoRA's proximal
+        step owns the gate); what the method steps itself (ω) is left out. A group whose role has an
+        entry in ``method.group_lr`` carries that ``lr``; the others take ``trainer.lr``."""
+        own = self.stepped_by_method()
+        gates = {id(a.gate) for a in self.adapters.values() if getattr(a, "gate", None) is not None}
+        lrs = dict(self.cfg.get("group_lr") or {})
+        groups: dict[tuple[str, bool], list] = {}
         for name, p in model.named_parameters():
-            if not p.requires_grad or id(p) in omegas:
+            if not p.requires_grad or id(p) in own:
                 continue
-            if id(p) in gates or p.ndim < 2:
-                no_decay.append(p)
-            else:
-                decay.append(p)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            decay = not (id(p) in gates or p.ndim < 2)
+            groups.setdefault((self.param_role(name, p), decay), []).append(p)
+        unknown = set(lrs) - {role for role, _ in groups}
+        if unknown:
+            raise ConfigError(f"method.group_lr names roles {sorted(unknown)} that no trainable parameter has "
+                              f"(roles here: {sorted({role for role, _ in groups})})")
+        out = []
+        for (role, decay), params in groups.items():
+            group = {"params": params, "weight_decay": weight_decay if decay else 0.0, "role": role}
+            if lrs.get(role) is not None:
+                group["lr"] = float(lrs[role])
+            out.append(group)
+        return out
 
     def build_optimizer(self, model: nn.Module, trainer_cfg) -> torch.optim.Optimizer:
         """The optimizer of one phase: AdamW over :meth:`param_groups` (a group may carry its own
