@@ -43,6 +43,11 @@ class Tracker:
             flat["ranks/mean"] = sum(ranks.values()) / len(ranks)
         for name, w in state.get("omega", {}).items():
             flat[f"omega/{name}"] = w
+        # Other per-adapter scalars a method reports (VeRA's mean |d|, DoRA's ‖m‖, ...):
+        # state["adapter_stats"] = {adapter: {stat: value}} -> "<stat>/<adapter>".
+        for name, stats in state.get("adapter_stats", {}).items():
+            for stat, value in stats.items():
+                flat[f"{stat}/{name}"] = value
         self.log(flat, step)
 
     def summary(self, values: dict) -> None:

@@ -42,3 +42,17 @@ def test_offline_mode_writes_a_local_run_without_an_account(tmp_path, monkeypatc
     res = run(smoke("logger=offline", "trainer.max_steps=2"), tmp_path)
     assert res["status"] == "completed", res.get("error")
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_per_adapter_stats_become_one_scalar_each():
+    class Recorder(Tracker):
+        def __init__(self):
+            self.logged = []
+
+        def log(self, metrics, step):
+            self.logged.append((step, metrics))
+
+    t = Recorder()
+    t.log_state({"ranks": {"a": 2, "b": 4}, "adapter_stats": {"a": {"vera/mean_abs_d": 0.5}, "b": {"vera/mean_abs_d": 1.5}}}, 7)
+    assert t.logged == [(7, {"ranks/a": 2, "ranks/b": 4, "ranks/mean": 3.0, "vera/mean_abs_d/a": 0.5,
+                             "vera/mean_abs_d/b": 1.5})]
