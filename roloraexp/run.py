@@ -26,7 +26,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
     from .adapters import find_target_modules
     from .methods import build_method
-    from .models import head_prefixes, load_model
+    from .models import head_prefixes, load_model, load_tokenizer, max_input_length, model_config
     from .tasks import build_task
     from .tracking import Tracker
     from .methods.base import count_trainable
@@ -41,9 +41,12 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     try:
         set_seed(cfg.seed)
         task = build_task(cfg)
-        method = build_method(cfg)  # validates the method's options before any model is loaded
-        model, tokenizer = load_model(cfg.model, task)
+        method = build_method(cfg)  # validates the method's options before any data or model is read
+        task.read()  # data problems surface before any tokenizer or model is loaded
+        tokenizer = load_tokenizer(cfg.model)
+        task.max_input_length = max_input_length(model_config(cfg.model, tokenizer, task), tokenizer)
         task.load(tokenizer)
+        model, _ = load_model(cfg.model, task, tokenizer)
         targets = cfg.method.get("target_modules") or cfg.model.get("target_modules")
         if not targets:
             raise ConfigError(f"no target modules: set method.target_modules or model.target_modules for {cfg.model.name}")
@@ -113,5 +116,19 @@ def main(cfg: DictConfig) -> float | None:
     return result["metrics"].get("main")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m roloraexp.run [overrides] [-m] [overrides]``: Hydra's command line, with flags and
+    overrides in any order and unknown config names caught before anything runs (roloraexp/cli.py)."""
+    from .cli import group_choice_errors, split_args
+
+    flags, overrides = split_args(sys.argv[1:])
+    errors = group_choice_errors(overrides)
+    if errors:
+        print("\n".join(f"error: {e}" for e in errors), file=sys.stderr)
+        raise SystemExit(2)
+    sys.argv[1:] = flags + overrides
     main()
+
+
+if __name__ == "__main__":
+    cli()
