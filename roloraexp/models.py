@@ -85,6 +85,10 @@ def load_tokenizer(model_cfg):
 def model_config(model_cfg, tokenizer, task=None):
     """The model's config without its weights: built in code for the tiny models, else read from
     ``name_or_path`` (a small file: the run asks for it before the weights)."""
+    if model_cfg.arch not in ARCHITECTURES:
+        raise ConfigError(f"model.arch={model_cfg.arch!r} is not one of {sorted(ARCHITECTURES)}")
+    if task is not None and task.head not in HEADS:
+        raise ConfigError(f"task head {task.head!r} is not one of {sorted(HEADS)}")
     if model_cfg.get("tiny"):
         config = TINY_CONFIGS[model_cfg.arch](len(tokenizer))
     else:
