@@ -377,7 +377,8 @@ def draw_figures(table: Table, filled: Filled, out: Path, final: bool = False) -
             # One figure per row and task: QQP Acc and QQP F1 are the same runs.
             png = out / f"{table.id}_{kind}_{row}_{with_key[0]['task'] if with_key else ''}.png"
             if kind in table.figures and with_key and png not in paths:
-                title = f"Ranks at the best evaluation: {row}, {with_key[0]['task']}" if kind == "ranks" and best else None
+                best_title = f"Ranks at the best evaluation: {row}, {with_key[0]['task']}"
+                title = best_title if kind == "ranks" and best else None
                 paths.append(fn(with_key, png, title))
     if any(_is_number(d.get("peak_memory_bytes")) and _is_number(d.get("active_adapters")) for d in all_runs.values()):
         paths.append(figures.memory_vs_active(list(all_runs.values()), out / f"{table.id}_memory.png"))

@@ -96,10 +96,11 @@ def _lands_in_the_cells_that_asked_for_it(table, c, cfg):
             "table": c.folder, "config": config, "metrics": {}, "best_metrics": {}}
     got = set(report.fill(table, [report.Run(Path("results.json"), 0.0, data)]).cells)
     here = (c.folder, c.row.run_key, c.task, c.swept.get("method.rank"), c.swept.get("method.k"))
-    asked = {(row.key, col.key) for row in table.rows for col in table.cols if not col.derived
-             and (s := table.setting(row, col)) is not None
-             and (row.source or table.id, row.run_key, col.task, *(None if v is None else str(v) for v in (s.rank, s.k)))
-             == here}
+    def run_of(row, s, col):
+        return (row.source or table.id, row.run_key, col.task, *(None if v is None else str(v) for v in (s.rank, s.k)))
+
+    asked = {(row.key, col.key) for row in table.rows for col in table.cols
+             if not col.derived and (s := table.setting(row, col)) is not None and run_of(row, s, col) == here}
     asked |= {(r, col.key) for r, _ in asked for col in table.cols if col.metric == "trainable_params"}
     assert asked and got == asked, (c.dir, got ^ asked)
 

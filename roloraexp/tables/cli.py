@@ -40,7 +40,8 @@ def describe(table: Table) -> str:
                                          f"{f' R={c.rank}' if c.rank else ''}{f' {c.setting}' if c.setting else ''}]"
                                          for c in table.cols)]
     width = max(len(r.label) for r in table.rows)
-    lines += [f"  {'rows' if i == 0 else '':<10} {r.label:<{width}}  {_how(table, r)}" for i, r in enumerate(table.rows)]
+    lines += [f"  {'rows' if i == 0 else '':<10} {r.label:<{width}}  {_how(table, r)}"
+              for i, r in enumerate(table.rows)]
     lines.append(f"  grid       {len(grid)} runs per seed: "
                  + ", ".join(f"{folder}/{key} ×{n}" for (folder, key), n in per_run.items()))
     return "\n".join(lines)

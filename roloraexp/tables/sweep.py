@@ -54,7 +54,9 @@ class Cell:
 def expand(table: str, a) -> list[Cell]:
     cells, skipped = [], set()
     for run in TABLES[table].grid():
-        if (a.tasks and run.task not in a.tasks) or (a.methods and not {run.row.key, run.key, run.method} & set(a.methods)):
+        if a.tasks and run.task not in a.tasks:
+            continue
+        if a.methods and not {run.row.key, run.key, run.method} & set(a.methods):
             continue
         if not (CONF / "method" / f"{run.method}.yaml").exists():
             if run.key not in skipped:
