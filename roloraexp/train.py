@@ -79,6 +79,19 @@ def check_trainer_config(cfg) -> None:
                           f"steps, got {every!r}")
 
 
+def steps_per_epoch(cfg, n_train: int, world_size: int = 1) -> int:
+    """Optimizer steps per epoch: the batches each process gets (dealt round-robin), grouped by grad_accum."""
+    batches = math.ceil(n_train / cfg.batch_size)
+    return math.ceil(math.ceil(batches / world_size) / cfg.grad_accum)
+
+
+def phase_steps(cfg, n_train: int, world_size: int = 1) -> int:
+    """Optimizer steps per phase: ``trainer.max_steps`` when set, else ``trainer.epochs`` epochs."""
+    if cfg.max_steps and cfg.max_steps > 0:
+        return int(cfg.max_steps)
+    return steps_per_epoch(cfg, n_train, world_size) * int(cfg.epochs)
+
+
 class Trainer:
     def __init__(self, model, task, method, cfg_trainer, tracker, record: RunRecord, output_dir: Path | None,
                  seed: int, accelerator, checkpoint: dict | None = None, run_config=None):
@@ -136,13 +149,10 @@ class Trainer:
             yield group
 
     def steps_per_epoch(self) -> int:
-        batches = math.ceil(len(self.task.train_dataset) / self.cfg.batch_size)
-        return math.ceil(math.ceil(batches / self.accelerator.num_processes) / self.cfg.grad_accum)
+        return steps_per_epoch(self.cfg, len(self.task.train_dataset), self.accelerator.num_processes)
 
     def phase_steps(self) -> int:
-        if self.cfg.max_steps and self.cfg.max_steps > 0:
-            return int(self.cfg.max_steps)
-        return self.steps_per_epoch() * int(self.cfg.epochs)
+        return phase_steps(self.cfg, len(self.task.train_dataset), self.accelerator.num_processes)
 
     def warmup_steps(self, phase_steps: int) -> int:
         """``trainer.warmup_steps`` (absolute, as the papers give it) wins over ``warmup_ratio``.
