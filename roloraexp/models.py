@@ -159,7 +159,9 @@ def load_model(model_cfg, task, tokenizer=None) -> tuple[nn.Module, object]:
         log.warning("%s: the checkpoint has no weights for %s; they start from random values and train in full",
                     model_cfg.get("name"), ", ".join(unexpected))
     for name in heads | new_modules:
-        model.get_submodule(name).requires_grad_(True)
+        module = model.get_submodule(name)
+        module.requires_grad_(True)
+        module.float()  # what trains keeps fp32 master weights, also over a half-precision backbone
     return model, tok
 
 

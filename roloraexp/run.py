@@ -27,7 +27,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     # Heavy imports here, so `--help` and config errors answer fast.
     from accelerate.utils import set_seed
 
-    from .distributed import make_accelerator
+    from .distributed import export_slurm_env, make_accelerator
     from .methods import build_method
     from .methods.base import count_trainable
     from .models import load_model, load_tokenizer, max_input_length, model_config
@@ -38,6 +38,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     from .tracking import Tracker
     from .train import NumericalFault, RunRecord, Trainer, check_trainer_config, phase_steps
 
+    export_slurm_env()
     out = Path(output_dir) if output_dir is not None else Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     main_process = int(os.environ.get("RANK", "0")) == 0  # only one process of a data-parallel run writes
     if not main_process:  # the other processes of a data-parallel run say only what goes wrong
@@ -52,6 +53,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
         check_trainer_config(cfg.trainer)
+        if cfg.model.get("dtype", "fp32") != "fp32" and cfg.trainer.precision == "fp32":
+            raise ConfigError(f"model.dtype={cfg.model.dtype} loads the frozen weights in half precision, which "
+                              f"needs autocast: set trainer.precision=bf16 (or fp16 on CUDA)")
         done = completed_before(cfg, out)
         if done is not None:
             log.info("%s already holds a completed run of this config; nothing to do (trainer.resume=never runs it "

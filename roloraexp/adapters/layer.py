@@ -113,7 +113,13 @@ class LowRankLinear(nn.Module):
         out = self.base(x)
         if self.merged or self.rank == 0:
             return out
-        h = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)
+        x = self.dropout(x)
+        if not torch.is_autocast_enabled(x.device.type):
+            # Without AMP a half-precision backbone meets fp32 adapters: compute the adapter in fp32.
+            # Under AMP, autocast casts the small factors down instead: no full-precision copy of
+            # the activations is ever made.
+            x = x.to(self.lora_A.dtype)
+        h = F.linear(x, self.lora_A)
         if self.gate is not None:
             h = h * self.gate
         h = F.linear(h, self.lora_B)
