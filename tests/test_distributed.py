@@ -21,6 +21,9 @@ COMMON = ["model=tiny_roberta", "task=rte", f"data_dir={DATA}", "logger=disabled
           "task.max_eval_samples=20", "trainer.max_steps=8", "trainer.eval_batch_size=8",
           "+model.config_overrides.hidden_dropout_prob=0.0", "+model.config_overrides.attention_probs_dropout_prob=0.0"]
 CASES = {"lora": ["method=lora"],
+         # AdaLoRA slices its tensors at step T - t_f = 5 (a mid-phase resize: DDP is built again there).
+         "adalora": ["method=adalora", "sparsifier.t_init=2", "sparsifier.t_final=3"],
+         # ROLoRA resizes at its phase end.
          "rolora": ["method=rolora", "method.iterations=2", "sparsifier.t_init=0.25", "sparsifier.t_final=0.25"]}
 
 
