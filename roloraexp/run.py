@@ -107,7 +107,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                 active_adapters=sum(1 for r in state.get("ranks", {}).values() if r > 0),
                 trainable_params=record.trainable_params, trainable_params_peak=record.trainable_params_peak,
                 peak_memory_bytes=record.peak_memory_bytes, steps=record.steps, skipped_steps=record.skipped_steps,
-                world_size=record.world_size, resumed_from=record.resumed_from,
+                world_size=record.world_size, resumed_from=record.resumed_from, train_curve=record.train_curve,
                 wall_time_s=round(time.time() - started, 2),
                 config=OmegaConf.to_container(cfg, resolve=True), history=record.history,
                 method_history=method.history if method is not None else [], provenance=provenance(),

@@ -55,6 +55,7 @@ class RunRecord:
     skipped_steps: int = 0  # fp16: optimizer steps the loss scaler skipped (overflowing gradients)
     world_size: int = 1
     resumed_from: list = field(default_factory=list)  # {"step", "checkpoint"} per resume
+    train_curve: list = field(default_factory=list)  # {"step", "loss", "lr"} at every log point
 
 
 def check_trainer_config(cfg) -> None:
@@ -345,6 +346,7 @@ class Trainer:
                 if ctx.step % cfg.log_every == 0:  # the mean loss since the last log
                     self.check_finite()
                     mean_loss = running.item() / cfg.log_every
+                    self.record.train_curve.append({"step": ctx.step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
                     self.tracker.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
                                       "train/trainable_params": self.record.trainable_params}, ctx.step)
