@@ -27,10 +27,10 @@ METHODS = {
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_minilm_learns_sst2(tmp_path, name):
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     res = run(compose_config(*RECIPE, *METHODS[name]), tmp_path)
-    seconds = time.time() - start
+    seconds, cpu = time.time() - start, time.process_time() - cpu  # CPU seconds: less sensitive to a busy machine
     assert res["status"] == "completed", res.get("error")
-    print(f"\n{name}: accuracy {res['metrics']['accuracy']:.4f}, {seconds:.1f} s, "
+    print(f"\n{name}: accuracy {res['metrics']['accuracy']:.4f}, {seconds:.1f} s wall, {cpu:.1f} s CPU, "
           f"{res['trainable_params']:,} trainable parameters")
     assert res["metrics"]["accuracy"] > 0.70, res["metrics"]
