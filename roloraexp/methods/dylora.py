@@ -10,8 +10,9 @@ at once, then scored at each rank without retraining ("search-free").
   reference). AdamW would still move the other components through its moment decay and weight
   decay, so ``before_optimizer_step`` saves them and their optimizer state and
   ``after_optimizer_step`` puts both back: they are untouched, bit for bit. (The reference,
-  huawei-noah/Efficient-NLP ``DyLoRA/loralib``, only detaches and lets its AdamW move them; with
-  ``frozen=false`` it also lets momentum move the components above b.)
+  huawei-noah/Efficient-NLP ``DyLoRA/loralib``, only detaches and lets its AdamW move them; its
+  ``run_glue.py`` draws b with ``torch.randint(0, r_max)`` in an ``on_step_begin`` callback, always
+  with ``frozen=True``, and scores every rank once, after training.)
 * Evaluation (``evaluate``) scores the model at every rank of ``method.eval_ranks`` (default
   1..r_max) and returns the metrics at r_max, so ``metrics`` / ``best_metrics`` are the r_max model's.
   results.json gets ``metrics_by_rank`` (the last evaluation, ``{"1": {...}, ...}``) and
