@@ -35,7 +35,7 @@ RANK_HISTOGRAM = "dylora/sampled_rank"
 
 
 class DyLoRA(Method):
-    checkpoint_attrs = Method.checkpoint_attrs + ("sampler_state", "rank_counts", "current_rank", "metrics_by_rank",
+    checkpoint_attrs = Method.checkpoint_attrs + ("sampler", "rank_counts", "current_rank", "metrics_by_rank",
                                                   "best_metrics_by_rank", "best_main")
 
     def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
@@ -53,22 +53,13 @@ class DyLoRA(Method):
             raise ConfigError(f"method.eval_ranks must lie in [1, r_max = {self.r_max}], got {bad}")
         self.eval_ranks = sorted(set(ranks) | {self.r_max})  # r_max gives the main metric
         self.frozen = bool(cfg.get("frozen", False))
-        self._gen = torch.Generator().manual_seed(int(seed))
+        self.sampler = torch.Generator().manual_seed(int(seed))  # checkpointed: a resumed run draws the same ranks
         self.rank_counts: dict[int, int] = {}
         self.current_rank = self.r_max
         self.metrics_by_rank: dict[str, dict] = {}
         self.best_metrics_by_rank: dict[str, dict] = {}
         self.best_main = float("-inf")
         self._saved: list = []
-
-    # The generator's state is what a resumed run needs to draw the same ranks.
-    @property
-    def sampler_state(self) -> torch.Tensor:
-        return self._gen.get_state()
-
-    @sampler_state.setter
-    def sampler_state(self, state: torch.Tensor) -> None:
-        self._gen.set_state(state)
 
     def make_adapter(self, name: str, linear: nn.Linear) -> DynamicRankLinear:
         return DynamicRankLinear(linear, self.r_max, alpha=self.cfg.alpha, dropout=self.cfg.get("dropout", 0.0))
@@ -79,7 +70,7 @@ class DyLoRA(Method):
 
     # ------------------------------------------------------------------ hooks
     def on_step_start(self, ctx: TrainContext) -> None:
-        b = int(torch.randint(self.r_min, self.r_max + 1, (1,), generator=self._gen))
+        b = int(torch.randint(self.r_min, self.r_max + 1, (1,), generator=self.sampler))
         self.current_rank = b
         self.rank_counts[b] = self.rank_counts.get(b, 0) + 1
         self.set_rank(b, self.frozen)
