@@ -139,6 +139,7 @@ def test_one_run_scores_every_rank_and_keeps_the_best_evaluations_ranks(tmp_path
     (["method.rank=4"], "must equal method.r_max"),
     (["method.r_min=9"], "method.r_min must be in [1, r_max = 8]"),
     (["method.eval_ranks=[0,3]"], "method.eval_ranks must lie in [1, r_max = 8]"),
+    (["method.r_max=40"], "method.r_max=40 exceeds what the 32 x 32 matrix"),
 ])
 def test_config_errors_are_one_line(tmp_path, over, message):
     res = run(smoke("method=dylora", *over), tmp_path)

@@ -62,6 +62,10 @@ class DyLoRA(Method):
         self._saved: list = []
 
     def make_adapter(self, name: str, linear: nn.Linear) -> DynamicRankLinear:
+        full = min(linear.in_features, linear.out_features)
+        if self.r_max > full:
+            raise ConfigError(f"method.r_max={self.r_max} exceeds what the {linear.out_features} x {linear.in_features} "
+                              f"matrix {name} allows (at most {full})")
         return DynamicRankLinear(linear, self.r_max, alpha=self.cfg.alpha, dropout=self.cfg.get("dropout", 0.0))
 
     def set_rank(self, b: int, frozen: bool = False) -> None:
