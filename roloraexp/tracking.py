@@ -55,7 +55,24 @@ class Tracker:
         for name, stats in state.get("adapter_stats", {}).items():
             for stat, value in stats.items():
                 flat[f"{stat}/{name}"] = value
+        # Counts a method keeps of integer outcomes (DyLoRA's sampled ranks):
+        # state["histograms"] = {name: {value: count}} -> one W&B histogram each, a bin per value.
+        for name, counts in state.get("histograms", {}).items():
+            if counts and self.run is not None:
+                flat[name] = self._histogram(counts)
         self.log(flat, step)
+
+    @staticmethod
+    def _histogram(counts: dict):
+        import numpy as np
+        import wandb
+
+        values = sorted(int(v) for v in counts)
+        lo, hi = values[0], values[-1]
+        bins = np.zeros(hi - lo + 1)
+        for v, n in counts.items():
+            bins[int(v) - lo] = n
+        return wandb.Histogram(np_histogram=(bins, np.arange(lo - 0.5, hi + 1.0)))
 
     def summary(self, values: dict) -> None:
         if self.run is not None:
