@@ -35,6 +35,7 @@ RANK_HISTOGRAM = "dylora/sampled_rank"
 
 
 class DyLoRA(Method):
+    varying_graph = True  # components past the sampled rank get no gradient that step
     checkpoint_attrs = Method.checkpoint_attrs + ("sampler", "rank_counts", "current_rank", "metrics_by_rank",
                                                   "best_metrics_by_rank", "best_main")
 
