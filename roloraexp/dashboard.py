@@ -73,7 +73,7 @@ def display_name(table: Table) -> str:
     return "".join(ch for ch in text if not unicodedata.category(ch).startswith(_REFUSED))
 
 
-def _metric_label(table: Table, col) -> str:
+def _metric_label(col) -> str:
     scale = " (×100)" if col.scale != 1 else ""
     return {PARAMS: "trainable parameters"}.get(col.metric, col.metric) + scale
 
@@ -90,7 +90,7 @@ def sections(table: Table, wr, ws) -> list:
             f"seeds. The table panel is the report's (`python -m roloraexp.report {tid} DIR --wandb`), "
             f"with the paper's numbers.")),
         wr.WeavePanelSummaryTable(table_name=tid),
-        *(wr.BarPlot(title=f"{col.label}: {_metric_label(table, col)}", metrics=[metric_key(tid, col.key)],
+        *(wr.BarPlot(title=f"{col.label}: {_metric_label(col)}", metrics=[metric_key(tid, col.key)],
                      groupby=row_group, groupby_aggfunc="mean", groupby_rangefunc="stddev")
           for col in table.cols if col.metric != AVG),
     ]
