@@ -120,7 +120,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                 except OSError as e:  # the folder itself is the problem (the error says so)
                     log.error("cannot write %s: %s", out / "results.json", e)
         if tracker is not None:
-            tracker.summary({"final/" + k: v for k, v in record.metrics.items()})
+            tracker.summarize(result)
             tracker.finish(exit_code=0 if result["status"] == "completed" else 1)
     if preempted is not None:
         preempted.hand_over()  # after results.json: submitit requeues, or the process exits 128 + signal
