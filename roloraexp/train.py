@@ -153,7 +153,7 @@ class Trainer:
         phase_steps = self.phase_steps()
         total = phase_steps * method.num_phases
         ctx = TrainContext(model=self.model, phase_steps=phase_steps, total_steps=total,
-                           log=lambda m: self.tracker.log(m, ctx.step))
+                           epoch_steps=self.steps_per_epoch(), log=lambda m: self.tracker.log(m, ctx.step))
         bar = tqdm(total=total, desc="train", dynamic_ncols=True, mininterval=1, disable=None)
         start = time.time()
         for phase in range(method.num_phases):
