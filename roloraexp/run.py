@@ -65,7 +65,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     finally:
         state = method.state() if method is not None else {}
         result.update(
-            metrics=record.metrics, best_metrics=record.best_metrics, **state,
+            metrics=record.metrics, best_metrics=record.best_metrics, **state, best_ranks=best_ranks(record),
             active_adapters=sum(1 for r in state.get("ranks", {}).values() if r > 0),
             trainable_params=record.trainable_params, trainable_params_peak=record.trainable_params_peak,
             peak_memory_bytes=record.peak_memory_bytes, steps=record.steps,
@@ -78,6 +78,16 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
             tracker.summary({"final/" + k: v for k, v in record.metrics.items()})
             tracker.finish(exit_code=0 if result["status"] == "completed" else 1)
     return result
+
+
+def best_ranks(record) -> dict | None:
+    """The adapters' ranks at the best evaluation (the one the tables report), as ``method.state()``
+    gave them there: from its ``history`` entry."""
+    best = record.best_metrics
+    for h in record.history:
+        if "metrics" in h and (h["step"], h["phase"]) == (best.get("step"), best.get("phase")):
+            return h.get("ranks")
+    return None
 
 
 def print_summary(result: dict, out: Path) -> None:
