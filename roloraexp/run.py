@@ -105,7 +105,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         if result["status"] != "running" or method is not None:
             state = method.state() if method is not None else {}
             result.update(
-                metrics=record.metrics, best_metrics=record.best_metrics, **state,
+                metrics=record.metrics, best_metrics=record.best_metrics, **state, best_ranks=best_ranks(record),
                 active_adapters=sum(1 for r in state.get("ranks", {}).values() if r > 0),
                 trainable_params=record.trainable_params, trainable_params_peak=record.trainable_params_peak,
                 peak_memory_bytes=record.peak_memory_bytes, steps=record.steps, skipped_steps=record.skipped_steps,
@@ -172,6 +172,16 @@ def check_targets(cfg: DictConfig, task, config):
     trial = build_method(cfg)
     trial.prepare(skeleton, names)
     return names, trial
+
+
+def best_ranks(record) -> dict | None:
+    """The adapters' ranks at the best evaluation (the one the tables report), as ``method.state()``
+    gave them there: from its ``history`` entry."""
+    best = record.best_metrics
+    for h in record.history:
+        if "metrics" in h and (h["step"], h["phase"]) == (best.get("step"), best.get("phase")):
+            return h.get("ranks")
+    return None
 
 
 def print_summary(result: dict, out: Path) -> None:

@@ -298,7 +298,7 @@ class Trainer:
         phase_steps = self.phase_steps()
         total = phase_steps * method.num_phases
         ctx = TrainContext(model=self.model, phase_steps=phase_steps, total_steps=total,
-                           log=lambda m: self.tracker.log(m, ctx.step))
+                           epoch_steps=self.steps_per_epoch(), log=lambda m: self.tracker.log(m, ctx.step))
         if self.checkpoint is not None:
             self.restore(ctx)
         bar = tqdm(total=total, initial=ctx.step, desc="train", dynamic_ncols=True, mininterval=1,

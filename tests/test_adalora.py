@@ -91,38 +91,84 @@ def test_fractional_steps_resolve_against_the_phase():
     assert all(sp.budget_schedule(s) == ra.budget_schedule(s) for s in range(52))
 
 
-def test_masks_and_kept_components_match_peft():
-    """Same weights, same optimizer-like updates, same gradients → PEFT's lora_E zeros are our zero
-    gates at every step, and its final rank pattern is what finish() keeps."""
-    total, tfinal = 14, 3
-    pm, ours, sp = peft_and_ours(init_r=6, target_r=2, tinit=2, tfinal=tfinal, deltaT=2, total_step=total)
-    g = torch.Generator().manual_seed(1)
+def side_by_side_steps(pm, ours, sp, total, seed=1):
+    """Drive both allocators as a training loop does: after each "optimizer step" (the same random
+    update on both, which also revives masked gates) and with the same gradients, PEFT gets
+    ``update_and_allocate(global_step)`` with the 0-based global_step of PEFT's own AdaLoRA example
+    (examples/conditional_generation/peft_adalora_seq2seq.py), ours the loop's 1-based phase_step.
+    Yields the loop step after both have run."""
+    g = torch.Generator().manual_seed(seed)
     # Adapter-specific gradient scales make the global threshold uneven across adapters.
     scale = {"q": 3.0, "k": 1.0, "v": 0.3}
-    masked_sometime = False
     for t in range(1, total + 1):
         with torch.no_grad():
             for n, a in ours.items():
                 for ours_p, peft_p in zip((a.lora_A, a.lora_B, a.gate), peft_factors(pm, n)):
-                    step = 0.05 * torch.randn(ours_p.shape, generator=g)  # an "optimizer step": revives masked gates
+                    step = 0.05 * torch.randn(ours_p.shape, generator=g)
                     grad = scale[n] * torch.randn(ours_p.shape, generator=g)
                     ours_p.add_(step)
                     peft_p.add_(step.view_as(peft_p))
                     ours_p.grad = grad.clone()
                     peft_p.grad = grad.clone().view_as(peft_p)
-        pm.base_model.update_and_allocate(t)
+        pm.base_model.update_and_allocate(t - 1)
         sp.step(TrainContext(model=None, step=t, phase_step=t, phase_steps=total))
+        yield t
+
+
+def test_masks_and_kept_components_match_peft():
+    """Same weights, same optimizer-like updates, same gradients → PEFT's lora_E zeros are our zero
+    gates at every step (so the masks fall on the same steps: PEFT's 0-based index), and its final
+    rank pattern is what finish() keeps."""
+    total, tfinal = 14, 3
+    pm, ours, sp = peft_and_ours(init_r=6, target_r=2, tinit=2, tfinal=tfinal, deltaT=2, total_step=total)
+    masked_sometime, mask_steps = False, []
+    for t in side_by_side_steps(pm, ours, sp, total):
         for n, a in ours.items():
             peft_zero = peft_factors(pm, n)[2].view(-1) == 0
             assert torch.equal(a.gate == 0, peft_zero), (t, n)
             masked_sometime |= bool(peft_zero.any())
+        if sp.updated_at == t:
+            mask_steps.append(t - 1)
     assert masked_sometime
+    # PEFT masks at global steps t_i < t < T − t_f with t % Δ_T == 0, and decides at T − t_f = 11.
+    assert mask_steps == [4, 6, 8, 10, 11]
     pattern = pm.peft_config["default"].rank_pattern
     kept = sp.finish()
     assert sum(len(k) for k in kept.values()) == 2 * 3
     for n in ours:
         key = next(k for k in pattern if k.startswith(f"{n}.lora_E"))
         assert sorted(kept[n].tolist()) == [i for i, keep in enumerate(pattern[key]) if keep]
+
+
+def peft_triplet_scores(ra, n):
+    """PEFT's RankAllocator.mask_to_budget score of each triplet of module ``n``, with its own methods."""
+    key = next(k for k in ra.exp_avg_ipt if k.endswith(f"{n}.lora_A.default"))
+    ipt_A = torch.mean(ra._element_score(key), dim=1, keepdim=True)
+    ipt_B = torch.mean(ra._element_score(key.replace("lora_A", "lora_B")), dim=0, keepdim=False).view(-1, 1)
+    ipt_E = ra._element_score(key.replace("lora_A", "lora_E"))
+    return ra._combine_ipt(ipt_E, torch.cat([ipt_A, ipt_B], dim=1))
+
+
+def test_importance_scores_equal_peft_rank_allocator():
+    """Ī, Ū per entry and the triplet scores agree with PEFT's RankAllocator numerically at every step
+    up to the final decision (binary masks alone would not see, e.g., Ū taken from the previous Ī)."""
+    total, tfinal = 12, 3
+    pm, ours, sp = peft_and_ours(init_r=5, target_r=2, tinit=1, tfinal=tfinal, deltaT=3, total_step=total)
+    ra = pm.base_model.rankallocator
+    compared = 0
+    for t in side_by_side_steps(pm, ours, sp, total, seed=3):
+        if t - 1 >= total - tfinal:  # both stop updating the statistics at the final decision
+            break
+        for n, a in ours.items():
+            for factor, peft_factor in (("lora_A", "lora_A"), ("lora_B", "lora_B"), ("gate", "lora_E")):
+                key = next(k for k in ra.exp_avg_ipt if k.endswith(f"{n}.{peft_factor}.default"))
+                for ours_ema, peft_ema in ((sp._ipt, ra.exp_avg_ipt), (sp._unc, ra.exp_avg_unc)):
+                    torch.testing.assert_close(ours_ema[(n, factor)].view(-1), peft_ema[key].view(-1), atol=1e-6, rtol=0)
+            ours_score, peft_score = sp.scores()[n], peft_triplet_scores(ra, n)
+            assert ours_score.abs().max() > 0
+            torch.testing.assert_close(ours_score, peft_score, atol=1e-6, rtol=1e-6)
+            compared += 1
+    assert compared == 3 * (total - tfinal)
 
 
 def test_orth_regulariser_matches_peft():
@@ -223,7 +269,7 @@ def make_method(cls=AdaLoRA, seed=0, **over):
 
 def test_final_slice_carries_adam_state_and_training_continues():
     method, model = make_method()
-    T, final = 10, 10 - 3
+    T, final = 10, 10 - 3 + 1  # the decision at PEFT's step index T − t_f = the loop's step T − t_f + 1
     seen = {}
 
     def on_step(t, m, opt, when):
@@ -284,6 +330,29 @@ def test_effective_ranks_while_masking():
     assert ranks == sorted(ranks, reverse=True)
     entries = [h for h in method.history if "budget" in h]
     assert all(sum(h["ranks"].values()) <= h["budget"] for h in entries)
+
+
+# ------------------------------------------------------------------ AdaLoRA as run by the WeightLoRA authors
+def test_allocate_false_keeps_svd_form_and_regulariser_without_allocation():
+    method, model = make_method(allocate=False)
+    reference = AdaLoRASparsifier(sp_cfg())
+    reference.start(method.adapters, 10, 6)
+    ranks = []
+    manual_phase(method, model, 10, lambda t, m, opt, w: ranks.append(m.ranks()) if w != "before" else None)
+    assert ranks == [{"q": 4, "k": 4, "v": 4}] * 10  # init_rank throughout: nothing masked or sliced
+    assert all(a.rank == 4 and bool((a.gate != 0).all()) for a in method.adapters.values())
+    assert method.extra_loss().item() == pytest.approx(reference.extra_loss().item()) and method.extra_loss() > 0
+    assert method.history == [] and method.state()["allocate"] is False
+
+
+def test_allocate_false_through_the_run(tmp_path):
+    from conftest import smoke
+    from roloraexp.run import run
+
+    res = run(smoke("method=adalora", "method.allocate=false", "trainer.max_steps=4"), tmp_path)
+    assert res["status"] == "completed", res.get("error")
+    assert set(res["ranks"].values()) == {12} and res["allocate"] is False  # 1.5 R, as PEFT's init_r = 12
+    assert res["trainable_params"] == res["trainable_params_peak"]
 
 
 # ------------------------------------------------------------------ config errors

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from roloraexp.methods.budget import initial_ranks, interpolate, lora_budget, rescale, round_to_budget
+from roloraexp.methods.budget import gated_budget, interpolate, lora_budget, rescale, round_to_budget
 from roloraexp.methods.schedules import relief
 
 
@@ -18,9 +18,9 @@ def test_rescale_interpolate_round_stays_in_budget(seed):
     shapes = [(rng.choice([32, 64, 768, 1024]), rng.choice([32, 64, 768, 3072])) for _ in range(K)]
     gated = rng.random() < 0.5
     costs = [a + b + gated for a, b in shapes]
-    budget = lora_budget(shapes, R)
-    r = initial_ranks(costs, R, budget)
-    assert spend(r, costs) <= budget
+    budget = (gated_budget if gated else lora_budget)(shapes, R)
+    r = [R] * K  # line 2: R everywhere is exactly the budget
+    assert spend(r, costs) == budget
     for t in range(1, 6):
         s = [rng.randint(0, 3 * R) if rng.random() < 0.8 else 0 for _ in range(K)]
         s_scaled = round_to_budget(rescale(s, costs, budget), costs, budget)
@@ -37,17 +37,16 @@ def test_rescale_interpolate_round_stays_in_budget(seed):
 def test_uniform_shapes_follow_the_paper():
     costs = [1536] * 24  # 24 matrices of 768x768, no gate
     budget = lora_budget([(768, 768)] * 24, 8)
-    assert initial_ranks(costs, 8, budget) == [8] * 24
     s = [4] * 12 + [0] * 12  # half pruned away
     assert round_to_budget(rescale(s, costs, budget), costs, budget) == [16] * 12 + [0] * 12
     assert interpolate([8] * 2, [16, 0], 0.5) == [12, 4]
 
 
-def test_gates_cost_a_parameter_so_R_everywhere_is_trimmed():
-    costs = [1537] * 24
-    budget = lora_budget([(768, 768)] * 24, 8)
-    r = initial_ranks(costs, 8, budget)
-    assert spend(r, costs) <= budget and sorted(set(r)) == [7, 8] and r.count(7) == 1
+def test_gates_are_part_of_the_budget_so_R_everywhere_fits_exactly():
+    costs = [1537] * 24  # 768 × 768 with a gate entry per component
+    budget = gated_budget([(768, 768)] * 24, 8)
+    assert budget == lora_budget([(768, 768)] * 24, 8) + 24 * 8 == spend([8] * 24, costs)
+    assert round_to_budget(rescale([8] * 24, costs, budget), costs, budget) == [8] * 24
 
 
 def test_rolora_schedule_factors():

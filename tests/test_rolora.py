@@ -1,4 +1,6 @@
-"""ROLoRA: the budget promise over whole multi-iteration runs, EXTEND, and real learning."""
+"""ROLoRA: the budget promise over whole multi-iteration runs (R everywhere is exactly the budget),
+the Frank-Wolfe step at t >= 2, the most important components kept, honest ranks at every
+evaluation (best_ranks), EXTEND, and real learning."""
 import pytest
 import torch
 import transformers
@@ -6,7 +8,7 @@ from omegaconf import OmegaConf
 
 from conftest import SHARED_DATA, compose_config, smoke
 from roloraexp.methods.base import TrainContext
-from roloraexp.methods.budget import lora_budget
+from roloraexp.methods.budget import gated_budget, lora_budget
 from roloraexp.methods.rolora import ROLoRA
 from roloraexp.models import TINY_CONFIGS
 from roloraexp.run import run
@@ -14,11 +16,13 @@ from roloraexp.run import run
 FAST_ADALORA = ["sparsifier.t_init=0.2", "sparsifier.t_final=0.3", "sparsifier.delta_t=1"]
 
 
-def lora_trainable(result) -> int:
-    """What LoRA at rank R trains on the same model: R(d_in + d_out) per adapter + the head."""
-    cfg = result["config"]
-    shapes = [(h["d_in"], h["d_out"]) for h in result["adapter_shapes"].values()]
-    return lora_budget(shapes, cfg["method"]["rank"]) + result["head_params"]
+def shapes(result):
+    return [(h["d_in"], h["d_out"]) for h in result["adapter_shapes"].values()]
+
+
+def rolora_trainable(result) -> int:
+    """The promise: LoRA-R in the generic form B diag(g) A, R(d_in + d_out + 1) per adapter, + the head."""
+    return gated_budget(shapes(result), result["config"]["method"]["rank"]) + result["head_params"]
 
 
 @pytest.mark.parametrize("sparsifier,extra", [("adalora", FAST_ADALORA), ("sora", ["sparsifier.threshold=20"])])
@@ -26,10 +30,13 @@ def test_budget_never_exceeded_over_a_whole_run(tmp_path, sparsifier, extra):
     res = run(smoke("method=rolora", f"sparsifier={sparsifier}", "trainer.max_steps=10", "method.rank=4",
                     "trainer.lr=5e-3", *extra), tmp_path)
     assert res["status"] == "completed", res.get("error")
-    budget = res["budget"]["params"]
+    budget, R, K = res["budget"]["params"], 4, len(res["ranks"])
+    assert budget == lora_budget(shapes(res), R) + K * R  # LoRA-R and its R gate entries per adapter
+    start = res["method_history"][0]
+    assert set(start["ranks"].values()) == {R} and start["spent"] == budget  # R everywhere, exactly the budget
     records = [h for h in res["history"] if "trainable_params" in h]
     assert records and all(h["trainable_params"] - res["head_params"] <= budget for h in records)
-    assert res["trainable_params_peak"] <= lora_trainable(res)
+    assert res["trainable_params_peak"] == rolora_trainable(res)  # reached at the start, never exceeded
     phases = [h for h in res["method_history"] if "sparsified" in h]
     assert [h["iteration"] for h in phases] == [1, 2, 3]
     for h in phases:
@@ -86,6 +93,74 @@ def test_extend_leaves_outputs_unchanged_and_keeps_the_most_important():
     assert not torch.allclose(before, shrunk)  # the shrink did remove something
 
 
+def run_phase(m, model, kept_ranks, phase):
+    """One ROLoRA iteration whose SPARSIFY keeps the first ``kept_ranks[i]`` components of adapter i."""
+    ctx = TrainContext(model=model, phase=phase, phase_steps=10)
+    m.on_phase_start(ctx)
+    m.sparsifier.finish = lambda: {n: torch.arange(k) for n, k in zip(m.adapters, kept_ranks)}
+    m.on_phase_end(ctx)
+    return [m.adapters[n].rank for n in m.adapters]
+
+
+def test_frank_wolfe_step_at_t2_interpolates_by_one_half():
+    """Four 32×32 adapters at R = 4 (a component costs 65 with its gate; budget 4 · 4 · 65):
+    t = 1: s = [4, 2, 2, 0] → rescaled ×2 = [8, 4, 4, 0]; γ = 1, so r = [8, 4, 4, 0].
+    t = 2: s = [2, 4, 2, 0] → rescaled [4, 8, 4, 0]; r = ½ [8, 4, 4, 0] + ½ [4, 8, 4, 0] = [6, 6, 4, 0]."""
+    model, m = tiny_rolora(rank=4)
+    assert m.budget == 4 * 4 * 65 == m.spent()
+    assert run_phase(m, model, [4, 2, 2, 0], phase=0) == [8, 4, 4, 0]
+    assert run_phase(m, model, [2, 4, 2, 0], phase=1) == [6, 6, 4, 0]
+    assert list(m.history[-1]["rescaled"].values()) == [4, 8, 4, 0]
+    assert m.spent() <= m.budget
+    assert run_phase(m, model, [3, 1, 4, 0], phase=2) == [3, 1, 4, 0]  # the last iteration returns the sparsified
+
+
+def test_sparsify_keeps_the_most_important_components_most_important_first():
+    """AdaLoRA as SPARSIFY with known triplet scores: the 8 globally best of 16 components survive the
+    slice, each adapter's in descending score order, and EXTEND's growth keeps them in front."""
+    model, m = tiny_rolora(rank=4)
+    names = list(m.adapters)
+    scores = {names[0]: [0.1, 0.9, 0.5, 0.3], names[1]: [0.8, 0.2, 0.7, 0.05],
+              names[2]: [0.6, 0.15, 0.4, 0.35], names[3]: [0.01, 0.02, 0.03, 0.95]}
+    with torch.no_grad():  # row j of adapter i's A holds 10 i + j: the survivors can be read off
+        for i, n in enumerate(names):
+            m.adapters[n].lora_A.copy_((10 * i + torch.arange(4.0))[:, None].expand(4, 32))
+    ctx = TrainContext(model=model, phase=0, phase_steps=10)
+    m.on_phase_start(ctx)  # target: R/2 on average = 8 components
+    m.sparsifier._triplet_scores = lambda: {n: torch.tensor(v) for n, v in scores.items()}
+    m.on_phase_end(ctx)
+    expect = {names[0]: [1, 2], names[1]: [10, 12], names[2]: [20, 22, 23], names[3]: [33]}
+    assert m.history[-1]["sparsified"] == {n: len(v) for n, v in expect.items()}
+    for n, rows in expect.items():
+        a = m.adapters[n]
+        assert a.rank >= len(rows)  # rescaled and interpolated upwards: grown behind the survivors
+        assert a.lora_A[: len(rows), 0].tolist() == rows
+        m._extend(a, 1)  # EXTEND below the sparsified rank keeps the most important
+        assert a.lora_A[:, 0].tolist() == rows[:1]
+
+
+def test_ranks_at_every_evaluation_count_masked_components_as_removed(tmp_path):
+    """Evaluations inside an iteration see AdaLoRA's masks: their ranks are the survivors, so the
+    last evaluation of each iteration shows what its slice keeps, and best_ranks (results.json) is the
+    rank configuration of the best evaluation (what ROLoRA Table 4 reports)."""
+    res = run(smoke("method=rolora", "trainer.max_steps=10", "trainer.eval_every=2", "method.rank=4",
+                    *FAST_ADALORA), tmp_path)
+    assert res["status"] == "completed", res.get("error")
+    evals = [h for h in res["history"] if "metrics" in h]
+    phases = [h for h in res["method_history"] if "sparsified" in h]
+    for t, it in enumerate(phases):
+        mine = [h for h in evals if h["phase"] == t]
+        assert [h["step"] for h in mine] == [10 * t + s for s in (2, 4, 6, 8, 10)]
+        assert mine[0]["ranks"] == it["start_ranks"]  # nothing masked yet (t_init = 2 steps)
+        assert mine[-1]["ranks"] == it["sparsified"]  # masked = removed, before the slice
+        assert sum(mine[-1]["ranks"].values()) < sum(it["start_ranks"].values())
+    at_best = (res["best_metrics"]["step"], res["best_metrics"]["phase"])
+    best = next(h for h in evals if (h["step"], h["phase"]) == at_best)
+    assert res["best_ranks"] == best["ranks"]
+    lora = run(smoke("method=lora", "trainer.max_steps=4", "trainer.eval_every=2"), tmp_path / "lora")
+    assert lora["best_ranks"] == lora["ranks"] == {n: 8 for n in lora["ranks"]}  # every method gets it
+
+
 def test_phase_end_rescales_interpolates_and_stays_in_budget():
     model, m = tiny_rolora(rank=4)
     ctx = TrainContext(model=model, phase=0, phase_steps=10)
@@ -109,5 +184,5 @@ def test_minilm_rolora_learns_with_non_uniform_ranks_in_budget(tmp_path):
     assert res["status"] == "completed", res.get("error")
     ranks = list(res["ranks"].values())
     assert len(set(ranks)) > 1, ranks
-    assert res["trainable_params_peak"] <= lora_trainable(res)
+    assert res["trainable_params_peak"] <= rolora_trainable(res)
     assert res["best_metrics"]["accuracy"] > 0.70, res["best_metrics"]

@@ -11,10 +11,14 @@ same budgets and the same masks (tests/test_adalora.py checks this against PEFT 
   component i scores ``s(g_i) + mean_j s(A_ij) + mean_k s(B_ki)``. PEFT keeps updating the
   statistics of masked components too (their gates drift back between mask updates and may win
   their place back), so does this.
-* budget at phase step t (1 after the first optimizer step of a phase; T = the phase's steps):
-  ``b_0`` while ``t <= t_i``; ``int(b_T + (b_0 − b_T)(1 − (t − t_i)/(T − t_f − t_i))³)`` with a
-  mask update when ``t % Δ_T == 0``; at ``t == T − t_f`` a final mask at ``b_T`` (statistics
-  stop); after it, the final mask is re-applied every step (Adam would revive the zeroed gates).
+* budget at step index t, counted as PEFT's and the original's training loops count it: 0 after
+  the first optimizer step of a phase, T − 1 after the last (PEFT's AdaLoRA example calls
+  ``update_and_allocate(global_step)`` with ``global_step = 0`` after the first ``optimizer.step()``
+  and increments it afterwards; QingruZhang/AdaLoRA's README: ``optimizer.step();
+  rankallocator.update_and_mask(model, global_step); global_step += 1``): ``b_0`` while
+  ``t <= t_i``; ``int(b_T + (b_0 − b_T)(1 − (t − t_i)/(T − t_f − t_i))³)`` with a mask update when
+  ``t % Δ_T == 0``; at ``t == T − t_f`` a final mask at ``b_T`` (statistics stop); after it, the
+  final mask is re-applied every step (Adam would revive the zeroed gates).
 * a mask update zeroes, in place, every gate whose score is ``<=`` the (b_0 − b)-th smallest
   score over all adapters (``torch.kthvalue``: one global threshold, an adapter may reach 0).
 
@@ -28,6 +32,11 @@ Where this differs from PEFT, deliberately (METHODS.md):
   never prunes) and is computed in fp32 even under autocast (a bf16 ``AAᵀ`` is too coarse);
 * the scaling stays ``alpha / r0`` (PEFT: ``alpha / ranknum``, the same number: neither changes
   it when masking).
+
+``method.allocate: false`` is AdaLoRA as the WeightLoRA authors ran their baseline (PEFT's
+``AdaLoraConfig(target_r=r)`` without ever calling ``update_and_allocate``): SVD-form adapters at
+``init_rank`` with the orthogonal regulariser, but no importance scores, no masking and no slicing:
+the ranks stay at ``init_rank`` (see ``results/published/README.md``).
 """
 from __future__ import annotations
 
@@ -52,6 +61,8 @@ class AdaLoRASparsifier(Sparsifier):
     """
 
     adapter_init = "adalora"
+    checkpoint_attrs = ("total_steps", "t_init", "t_final", "delta_t", "init_total", "target_total", "budget",
+                        "mask", "final", "updated_at", "_ipt", "_unc", "_final_scores")
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -72,7 +83,7 @@ class AdaLoRASparsifier(Sparsifier):
         self.budget = 0
         self.mask: dict[str, torch.Tensor] = {}  # True = kept by the latest mask decision
         self.final = False  # the final mask (at b_T) has been decided
-        self.updated_at: int | None = None  # phase step of the latest mask update
+        self.updated_at: int | None = None  # loop phase step (1-based) of the latest mask update
         self._ipt: dict[tuple[str, str], torch.Tensor] = {}  # Ī per (adapter, factor)
         self._unc: dict[tuple[str, str], torch.Tensor] = {}  # Ū per (adapter, factor)
         self._final_scores: dict[str, torch.Tensor] = {}
@@ -109,8 +120,8 @@ class AdaLoRASparsifier(Sparsifier):
         self._ipt, self._unc, self._final_scores = {}, {}, {}
 
     def budget_schedule(self, step: int) -> tuple[int, bool]:
-        """(budget, mask now?) at phase step ``step``: PEFT's ``RankAllocator.budget_schedule``,
-        operation for operation (``int`` truncation included) so the budgets agree exactly."""
+        """(budget, mask now?) at step index ``step`` (0-based, see the module docstring): PEFT's
+        ``RankAllocator.budget_schedule``, operation for operation (``int`` truncation included)."""
         tinit, tfinal, total_step = self.t_init, self.t_final, self.total_steps
         if step <= tinit:
             return self.init_total, False
@@ -140,15 +151,16 @@ class AdaLoRASparsifier(Sparsifier):
     # ------------------------------------------------------------------ steps
     @torch.no_grad()
     def step(self, ctx: TrainContext) -> None:
-        """PEFT's ``AdaLoraModel.update_and_allocate(t)`` with t = the phase step."""
-        t, final_step = ctx.phase_step, self.total_steps - self.t_final
+        """PEFT's ``AdaLoraModel.update_and_allocate(t)`` with t = the step index PEFT's training loop
+        passes: the loop's phase step (1 after the first optimizer step) minus one."""
+        t, final_step = ctx.phase_step - 1, self.total_steps - self.t_final
         if t < final_step:
             self._update_importance()
             budget, mask_now = self.budget_schedule(t)
             if mask_now:
-                self._mask_to_budget(budget, t)
+                self._mask_to_budget(budget, ctx.phase_step)
         elif not self.final:
-            self._decide_final(t)
+            self._decide_final(ctx.phase_step)
         else:
             self._apply_mask()
 
@@ -184,7 +196,7 @@ class AdaLoRASparsifier(Sparsifier):
             out[name] = (self._element_score(name, "gate") + (s_a + s_b)).detach()
         return out
 
-    def _mask_to_budget(self, budget: int, t: int) -> dict[str, torch.Tensor]:
+    def _mask_to_budget(self, budget: int, phase_step: int) -> dict[str, torch.Tensor]:
         scores = self._triplet_scores()
         k = self.init_total - budget
         if k > 0:
@@ -193,11 +205,11 @@ class AdaLoRASparsifier(Sparsifier):
             threshold = -math.inf
         self.mask = {n: s > threshold for n, s in scores.items()}
         self._apply_mask()
-        self.budget, self.updated_at = budget, t
+        self.budget, self.updated_at = budget, phase_step
         return scores
 
-    def _decide_final(self, t: int) -> None:
-        self._final_scores = self._mask_to_budget(self.target_total, t)
+    def _decide_final(self, phase_step: int) -> None:
+        self._final_scores = self._mask_to_budget(self.target_total, phase_step)
         self.final = True
         self._ipt, self._unc = {}, {}  # PEFT's reset_ipt: the statistics are not used again this phase
 
@@ -249,11 +261,13 @@ def default_init_rank(rank: int) -> int:
 
 class AdaLoRA(Method):
     """AdaLoRA as a method: every adapter starts at ``method.init_rank`` (null: 1.5 R) and ends
-    with ranks summing to ``method.rank`` × adapters, sliced for real at step T − t_f."""
+    with ranks summing to ``method.rank`` × adapters, sliced for real at step T − t_f
+    (``method.allocate: false``: no allocation, the ranks stay at ``init_rank``)."""
 
     uses_gate = True
     adapter_init = "adalora"
     sparsifiers = ("adalora",)
+    checkpoint_attrs = Method.checkpoint_attrs + ("sparsifier", "_masking")
 
     def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
         super().__init__(cfg, sparsifier, schedule, seed)
@@ -262,6 +276,9 @@ class AdaLoRA(Method):
         if self.init_rank < int(cfg.rank):
             raise ConfigError(f"method.init_rank ({self.init_rank}) must be >= method.rank ({cfg.rank}): "
                               f"AdaLoRA prunes from the initial to the target average rank")
+        self.allocate = cfg.get("allocate", True)
+        if not isinstance(self.allocate, bool):
+            raise ConfigError(f"method.allocate must be true or false, got {self.allocate!r}")
         self.sparsifier = AdaLoRASparsifier(sparsifier)
         self.target_total = 0
         self._masking = False  # between the phase start and the slice: ranks() counts the mask
@@ -278,6 +295,9 @@ class AdaLoRA(Method):
         return self.sparsifier.extra_loss()
 
     def on_phase_start(self, ctx: TrainContext) -> None:
+        if not self.allocate:  # the regulariser only: it reads the adapters, nothing is scheduled
+            self.sparsifier.adapters = self.adapters
+            return
         target = self.target_total
         if ctx.phase > 0:
             # A restart (AdaLoRA*) from a checkpoint already at (or, with tied scores, below) the
@@ -287,6 +307,8 @@ class AdaLoRA(Method):
         self._masking = True
 
     def after_optimizer_step(self, ctx: TrainContext) -> list[Remap]:
+        if not self.allocate:
+            return []
         sp = self.sparsifier
         sp.step(ctx)
         if sp.updated_at != ctx.phase_step:
@@ -296,7 +318,7 @@ class AdaLoRA(Method):
         return remaps
 
     def on_phase_end(self, ctx: TrainContext) -> None:
-        if self._masking:  # the phase ended before T − t_f (cannot happen with the loop's step count)
+        if self._masking:  # the final decision never came (t_final = 0: step index T − t_f is past the phase)
             self._slice()
             self._record(ctx, self.sparsifier.budget)
 
@@ -311,6 +333,9 @@ class AdaLoRA(Method):
                  **{f"ranks/{n}": r for n, r in ranks.items()}})  # per adapter at every mask update
 
     # ------------------------------------------------------------------ state
+    def state(self) -> dict:
+        return {**super().state(), "allocate": self.allocate}
+
     def ranks(self) -> dict[str, int]:
         """While masking: the components the latest mask keeps (the tensors are still at init_rank);
         after the slice: the tensors' rank."""

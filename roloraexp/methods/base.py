@@ -5,7 +5,7 @@ The loop never knows which method runs; a method never owns the loop. The loop c
     method.prepare(model, target_names)              inject adapters
     for phase in range(method.num_phases):
         method.on_phase_start(ctx)                   may resize / reload; the loop then builds a fresh optimizer
-        optimizer = method.build_optimizer(model, trainer_cfg)   AdamW over param_groups() by default
+        optimizer = method.build_optimizer(model, trainer_cfg)   (Component)AdamW over param_groups() by default
         each optimizer step:
             method.on_step_start(ctx)                before the step's first forward (e.g. sample a rank)
             loss += method.extra_loss()              e.g. AdaLoRA's orthogonal regulariser
@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..adapters import LowRankLinear, Remap, inject_adapters
+from ..adapters import ComponentAdamW, LowRankLinear, Remap, inject_adapters
 from ..errors import ConfigError
 
 
@@ -49,6 +49,7 @@ class TrainContext:
     phase_step: int = 0  # optimizer steps done in this phase
     phase_steps: int = 0  # optimizer steps this phase will take
     total_steps: int = 0  # optimizer steps of the whole run
+    epoch_steps: int = 0  # optimizer steps of one epoch (0: unknown)
     best_state: dict | None = None  # trainable tensors at the best evaluation so far (CPU)
     # Under fp16 the loop unscales the grads of the optimizer's parameters; parameters outside it
     # (ω) still carry this loss scale in their .grad.
@@ -161,8 +162,10 @@ class Method:
 
     def build_optimizer(self, model: nn.Module, trainer_cfg) -> torch.optim.Optimizer:
         """The optimizer of one phase: AdamW over :meth:`param_groups` (a group may carry its own
-        ``lr``; the loop's warm-up/decay schedule then scales it like the others)."""
-        return torch.optim.AdamW(self.param_groups(model, trainer_cfg.weight_decay), lr=trainer_cfg.lr)
+        ``lr``; the loop's warm-up/decay schedule then scales it like the others). ComponentAdamW is
+        torch's AdamW until a resize appends components mid-phase; then each new component gets
+        its own bias correction (see adapters/adamw.py)."""
+        return ComponentAdamW(self.param_groups(model, trainer_cfg.weight_decay), lr=trainer_cfg.lr)
 
     # ---------------------------------------------------------------- hooks
     def extra_loss(self) -> torch.Tensor | None:

@@ -16,13 +16,19 @@ def lora_budget(shapes: Sequence[tuple[int, int]], rank: int) -> int:
     return sum(rank * (d_in + d_out) for d_in, d_out in shapes)
 
 
+def gated_budget(shapes: Sequence[tuple[int, int]], rank: int) -> int:
+    """Line 2's budget: rank R on every matrix in the generic form ``B diag(g) A``, i.e. LoRA-R plus
+    R gate entries per matrix (a component costs ``d_in + d_out + 1``): R everywhere is exactly it."""
+    return sum(rank * (d_in + d_out + 1) for d_in, d_out in shapes)
+
+
 def round_to_budget(x: Sequence[float], costs: Sequence[int], budget: int) -> list[int]:
     """Integer ranks close to ``x`` (floor, then +1 by largest remainder while it fits)."""
     if any(v < 0 for v in x):
         raise ValueError("ranks must be >= 0")
     r = [math.floor(v + 1e-9) for v in x]
     spent = sum(ri * c for ri, c in zip(r, costs))
-    # x itself may sit above the budget (e.g. R everywhere when gates cost a parameter each):
+    # A caller's x may sit above the budget (the 1e-9 slack of the floor, or ranks that never fit):
     # take back whole units, from the least-deserving (smallest remainder, then largest cost).
     order_down = sorted(range(len(r)), key=lambda i: (x[i] - r[i], -costs[i]))
     while spent > budget:
@@ -51,8 +57,3 @@ def rescale(s: Sequence[int], costs: Sequence[int], budget: int) -> list[float]:
 def interpolate(r: Sequence[int], s: Sequence[int], gamma: float) -> list[float]:
     """Line 7, a Frank-Wolfe step: ``(1 − γ) r + γ s`` stays in the budget when both ends do."""
     return [(1 - gamma) * ri + gamma * si for ri, si in zip(r, s)]
-
-
-def initial_ranks(costs: Sequence[int], budget_rank: int, budget: int) -> list[int]:
-    """Line 2: R everywhere, as far as the budget allows (gates cost one parameter per rank)."""
-    return round_to_budget(rescale([budget_rank] * len(costs), costs, budget), costs, budget)

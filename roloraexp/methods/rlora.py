@@ -22,6 +22,7 @@ from .weightlora import WeightLoRA
 
 class RLoRA(WeightLoRA):
     min_select_steps = 0
+    trains_omega = False
 
     def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
         super().__init__(cfg, sparsifier, schedule, seed)

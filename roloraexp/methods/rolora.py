@@ -9,18 +9,27 @@ rank components, then at the phase end:
     EXTEND to r: grow with zero-product components (ΔW unchanged), or keep the most important
     μ  ← SCHEDULE(μ, t)                                                 line 9
 
-The last iteration returns the sparsified adapters (the paper's Table 4 reports their mean
-rank, below R). At no step do the trainable parameters exceed LoRA's at rank R: the tensors
-only ever shrink inside a phase and are only grown to an allocation inside the budget.
+The budget is R everywhere with its gates, exactly: Algorithm 1 line 2 starts every adapter at
+r_i = R and counts the budget in ranks (Σ r_i ≤ K·R); in parameters a component of adapter i costs
+``d_in + d_out + 1`` (its gate entry), so the budget is ``Σ_i R (d_in,i + d_out,i + 1)``, LoRA-R
+plus K·R gate entries. At no step do the trainable parameters exceed it: the tensors only ever
+shrink inside a phase and are only grown to an allocation inside the budget.
+
+The last iteration returns the sparsified adapters. ``ranks()`` counts what is alive: during a
+phase the sparsifier's surviving components (a masked or thresholded component counts as
+removed before its tensors are sliced at the phase end), so every evaluation in ``history`` and
+``best_ranks`` in results.json (the ranks at the best evaluation, the run the tables report) are
+honest; the paper's Table 4 reports the output adapters' mean rank.
 """
 from __future__ import annotations
 
+import torch
 from hydra.utils import get_class
 from torch import nn
 
 from ..errors import ConfigError
 from .base import Method, TrainContext
-from .budget import initial_ranks, interpolate, lora_budget, rescale, round_to_budget
+from .budget import gated_budget, interpolate, rescale, round_to_budget
 from .schedules import relief
 
 SPARSIFIERS = {"adalora": "roloraexp.methods.adalora.AdaLoRASparsifier",
@@ -30,6 +39,7 @@ SPARSIFIERS = {"adalora": "roloraexp.methods.adalora.AdaLoRASparsifier",
 class ROLoRA(Method):
     uses_gate = True  # the generic form B diag(g) A: AdaLoRA's Λ or SoRA's gate
     sparsifiers = tuple(SPARSIFIERS)
+    checkpoint_attrs = Method.checkpoint_attrs + ("sparsifier", "sparsifying")
 
     def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
         super().__init__(cfg, sparsifier, schedule, seed)
@@ -47,9 +57,10 @@ class ROLoRA(Method):
         init = cfg.get("init", "lora")
         if init not in ("lora", "sparsifier"):
             raise ConfigError(f"method.init must be lora or sparsifier, got {init!r}")
+        self.init = init
         self.adapter_init = self.sparsifier.adapter_init if init == "sparsifier" else "lora"
-        self.alloc: dict[str, int] = {}
         self.budget = 0
+        self.sparsifying = False  # inside a phase: ranks() counts the sparsifier's survivors
 
     @property
     def num_phases(self) -> int:
@@ -58,15 +69,12 @@ class ROLoRA(Method):
     # ------------------------------------------------------------------ setup
     def prepare(self, model: nn.Module, target_names: list[str]) -> None:
         linears = [model.get_submodule(n) for n in target_names]
-        self.budget = lora_budget([(m.in_features, m.out_features) for m in linears], int(self.cfg.rank))
-        costs = [m.in_features + m.out_features + 1 for m in linears]  # +1: the gate entry
-        self.alloc = dict(zip(target_names, initial_ranks(costs, int(self.cfg.rank), self.budget)))
-        super().prepare(model, target_names)
+        self.budget = gated_budget([(m.in_features, m.out_features) for m in linears], int(self.cfg.rank))
+        super().prepare(model, target_names)  # line 2: r_i = R for every adapter, exactly the budget
+        if self.init == "sparsifier":
+            self.sparsifier.init_adapters(self.adapters, torch.Generator().manual_seed(self.seed))
         self.history.append({"iteration": 0, "ranks": self.ranks(), "budget": self.budget,
                              "spent": self.spent()})
-
-    def initial_rank(self, name: str, linear: nn.Linear) -> int:
-        return self.alloc[name]
 
     def spent(self) -> int:
         return sum(a.rank * a.rank_cost() for a in self.adapters.values())
@@ -78,6 +86,7 @@ class ROLoRA(Method):
         current = sum(a.rank for a in self.adapters.values())
         target = min(current, round(self.cfg.rank * self.cfg.get("sparsify_to", 0.5) * f * len(self.adapters)))
         self.sparsifier.start(self.adapters, ctx.phase_steps, target, aggressiveness=1 / f)
+        self.sparsifying = True
         ctx.log({"rolora/iteration": t, "rolora/sparsify_target": target, "rolora/relief": f})
 
     def extra_loss(self):
@@ -93,6 +102,7 @@ class ROLoRA(Method):
         kept = self.sparsifier.finish()  # most important first
         for n in names:
             self.adapters[n].keep(kept[n])
+        self.sparsifying = False
         s = [self.adapters[n].rank for n in names]
         record = {"iteration": t, "step": ctx.step, "start_ranks": dict(zip(names, start_ranks)),
                   "sparsified": dict(zip(names, s))}
@@ -115,6 +125,11 @@ class ROLoRA(Method):
             adapter.grow(target - adapter.rank, init=self.adapter_init)
         elif target < adapter.rank:
             adapter.keep(range(target))  # components are in importance order after the slice
+
+    def ranks(self) -> dict[str, int]:
+        """Alive components: during a phase the sparsifier's survivors (masked = removed), after
+        the phase end's slice the tensors' ranks."""
+        return self.sparsifier.effective_ranks() if self.sparsifying else super().ranks()
 
     def state(self) -> dict:
         out = super().state()

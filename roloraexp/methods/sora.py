@@ -1,24 +1,44 @@
-"""SoRA (Ding et al. 2023): a gate g between A and B (``ΔW = s · B diag(g) A``, g starts at 1,
-A and B as in LoRA), sparsified by a proximal L1 step after every optimizer step, and the
-components whose gate reaches exactly 0 pruned: ``method=sora`` (+ ``sparsifier=sora``, also
-ROLoRA's SPARSIFY).
+"""SoRA (Ding et al. 2023): a gate g between A and B (``ΔW = s · B diag(g) A``, A and B as in
+LoRA), driven to exact zeros by an L1 term and a proximal step, and the components whose gate is 0
+pruned: ``method=sora`` (+ ``sparsifier=sora``, also ROLoRA's SPARSIFY).
 
-The proximal step is the soft threshold ``g ← sign(g) · max(|g| − λ, 0)`` with
+``sparsifier=sora`` (the default) does what the SoRA reference does (github.com/TsinghuaC3I/SoRA,
+the GLUE entry point ``run_glue.py`` with ``--train_sparse``):
 
-* ``λ = ξ · lr`` (default, ``sparsifier.threshold_times_lr: true``): the proximal-gradient step of
-  ``L + ξ‖g‖₁`` with step size lr, as the SoRA paper writes it (and the reference's
-  ``sparse_optimizer_multiply_lr.py``); lr is the learning rate the optimizer step just used for the
-  gate's param group (read from ``ctx.optimizer.param_groups``, so warm-up and decay scale the
-  shrinkage too). The loop steps its scheduler after the hooks, so the groups hold exactly that lr
-  (a schedule decaying to 0 would otherwise skip the last threshold and let Adam revive zeroed
-  gates just before the final prune);
-* ``λ = ξ`` (``threshold_times_lr: false``): the reference's ``sparse_optimizer.py``.
+* gates start from ``randn`` (``src/lora.py``: ``self.gate = nn.Parameter(torch.randn(1, r))``; A
+  kaiming-uniform, B zero, so ΔW = 0): ``gate_init: randn``, drawn from a generator seeded with the
+  run's seed;
+* the loss gets ``sparse_lambda · Σ|g| / n_gates`` (``src/trainer.py``, ``compute_loss``: the sum of
+  |g| over every ``lora.gate`` divided by their number of entries): ``l1_weight`` (10 in
+  ``scripts/run_glue_sora_*.sh``, ``--sparse_lambda 10``);
+* after every optimizer step, ``g ← sign(g) · max(|g| − ξ, 0)`` with a constant ξ
+  (``src/sparse_optimizer.py``, the ``SparseAdamW`` that ``run_glue.py`` imports: ξ is not
+  multiplied by the lr): ``threshold`` = 3e-4 (``--sparse_lambda_2 3e-4``), ``threshold_times_lr:
+  false``;
+* the gates train with the same lr and warm-up/decay as the rest (``run_glue.py``: ``sparse_lr``
+  defaults to the learning rate, and the gates' scheduler has the same warm-up ratio and length),
+  without weight decay (``SparseAdamW`` gets none; here ``Method.param_groups`` puts gates in the
+  no-decay group), and their gradient is clipped with everything else (HF's Trainer clips
+  ``model.parameters()``; here the gate is in the loop's optimizer).
 
-``ξ = sparsifier.threshold × aggressiveness`` (ROLoRA's SCHEDULE scales it). The gate is out of
-weight decay (``Method.param_groups`` puts gates in the no-decay group): decay would be a second,
-L2 shrinkage on top of the L1 one. The reference never removes a zero-gate component; here the
-tensors are really sliced, at the phase end, and every ``sparsifier.prune_every`` steps when > 0
-(an early prune is final: a zero gate could otherwise be revived by the next Adam step).
+``sparsifier=sora_proximal`` keeps the earlier variant, the SoRA paper's proximal-gradient step of
+``L + ξ‖g‖₁`` with step size lr: gates start at 1, no L1 term in the loss, ``λ = ξ · lr`` with lr the
+learning rate the optimizer step just used for the gate's param group (read from
+``ctx.optimizer.param_groups``; the loop steps its scheduler after the hooks, so the groups hold
+exactly that lr), as the reference's ``src/sparse_optimizer_multiply_lr.py`` does.
+
+Where this differs from the reference, deliberately:
+
+* the soft threshold is exact. The reference applies three in-place masks in turn
+  (``p[p > ξ] -= ξ; p[p < -ξ] += ξ; p[|p| < ξ] = 0``): the third reads the already-shrunk values,
+  so gates with |g| in (ξ, 2ξ) are zeroed too; this only matters within 2ξ of zero;
+* the gates share the loop's AdamW (eps 1e-8); the reference's ``SparseAdamW`` is transformers'
+  AdamW with its default eps 1e-6;
+* the reference never removes a zero-gate component (it only counts them, ``src/util.py``); here
+  the tensors are really sliced, at the phase end, and every ``sparsifier.prune_every`` steps when
+  > 0 (an early prune is final: a zero gate could otherwise be revived by the next Adam step).
+
+ROLoRA's SCHEDULE scales both sparsity strengths, ξ and the L1 weight, by its aggressiveness.
 """
 from __future__ import annotations
 
@@ -31,19 +51,34 @@ from .sparsifier import Sparsifier
 
 
 class SoRASparsifier(Sparsifier):
-    """Options (``conf/sparsifier/sora.yaml``): ``threshold`` (ξ), ``threshold_times_lr``,
-    ``prune_every`` (used by the SoRA method). ``target_total`` is ignored: the resulting rank is
-    whatever the threshold leaves (ROLoRA paper §6.1)."""
+    """Options (``conf/sparsifier/sora.yaml``, ``sora_proximal.yaml``): ``gate_init`` (``randn`` |
+    ``ones``), ``threshold`` (ξ), ``threshold_times_lr``, ``l1_weight``, ``prune_every`` (used by
+    the SoRA method). ``target_total`` is ignored: the resulting rank is whatever the threshold
+    leaves (ROLoRA paper §6.1)."""
 
     adapter_init = "lora"
+    checkpoint_attrs = ("xi", "l1")
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.threshold = float(cfg.get("threshold", 0.0))
         if self.threshold < 0:
             raise ConfigError(f"sparsifier.threshold (ξ) must be >= 0, got {self.threshold}")
+        self.l1_weight = float(cfg.get("l1_weight", 0.0))
+        if self.l1_weight < 0:
+            raise ConfigError(f"sparsifier.l1_weight must be >= 0, got {self.l1_weight}")
+        self.gate_init = cfg.get("gate_init", "ones")
+        if self.gate_init not in ("randn", "ones"):
+            raise ConfigError(f"sparsifier.gate_init must be randn or ones, got {self.gate_init!r}")
         self.times_lr = bool(cfg.get("threshold_times_lr", True))
-        self.xi = self.threshold
+        self.xi, self.l1 = self.threshold, self.l1_weight
+
+    @torch.no_grad()
+    def init_adapters(self, adapters, generator: torch.Generator) -> None:
+        """The reference's gates ``torch.randn(r)`` (B is zero, so ΔW stays 0); ``ones``: LoRA's g = 1."""
+        if self.gate_init == "randn":
+            for a in adapters.values():
+                a.gate.copy_(torch.randn(a.gate.shape, generator=generator).to(a.gate))
 
     def start(self, adapters: dict[str, LowRankLinear], phase_steps: int, target_total: int | None = None,
               aggressiveness: float = 1.0) -> None:
@@ -53,7 +88,14 @@ class SoRASparsifier(Sparsifier):
         missing = [n for n, a in adapters.items() if a.gate is None]
         if missing:
             raise ConfigError(f"the SoRA sparsifier needs gated adapters; {missing[:3]} have no gate")
-        self.xi = self.threshold * aggressiveness
+        self.xi, self.l1 = self.threshold * aggressiveness, self.l1_weight * aggressiveness
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """``l1 · Σ|g| / n_gates`` over the gates still present (the reference's compute_loss)."""
+        gates = [a.gate for a in self.adapters.values() if a.gate is not None and a.gate.numel()]
+        if not self.l1 or not gates:
+            return None
+        return self.l1 * sum(g.abs().sum() for g in gates) / sum(g.numel() for g in gates)
 
     @staticmethod
     def _used_lrs(ctx: TrainContext) -> list[float]:
@@ -107,6 +149,7 @@ class SoRA(Method):
     sparsifiers = ("sora",)
     uses_gate = True
     adapter_init = "lora"
+    checkpoint_attrs = Method.checkpoint_attrs + ("sparsifier",)
 
     def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
         super().__init__(cfg, sparsifier, schedule, seed)
@@ -115,9 +158,16 @@ class SoRA(Method):
         if self.prune_every < 0:
             raise ConfigError(f"sparsifier.prune_every must be >= 0 (0 = only at the end), got {self.prune_every}")
 
+    def prepare(self, model, target_names) -> None:
+        super().prepare(model, target_names)
+        self.sparsifier.init_adapters(self.adapters, torch.Generator().manual_seed(self.seed))
+
     # ------------------------------------------------------------------ hooks
     def on_phase_start(self, ctx: TrainContext) -> None:
         self.sparsifier.start(self.adapters, ctx.phase_steps, None)
+
+    def extra_loss(self):
+        return self.sparsifier.extra_loss()
 
     def after_optimizer_step(self, ctx: TrainContext) -> list[Remap]:
         self.sparsifier.step(ctx)

@@ -33,8 +33,17 @@ class Sparsifier:
         sparsifier (SoRA's ξ) instead. Importance statistics restart here."""
         self.adapters = adapters
 
+    def init_adapters(self, adapters: dict[str, LowRankLinear], generator: torch.Generator) -> None:
+        """After the adapters are created: a sparsifier whose start differs from ``adapter_init``
+        (SoRA's random gates) sets it here; the rest start as ``adapter_init`` made them."""
+
     def extra_loss(self) -> torch.Tensor | None:
         return None
+
+    def effective_ranks(self) -> dict[str, int]:
+        """Rank components still alive during a phase: the nonzero gates (a masked or thresholded
+        component counts as removed before its tensors are sliced at the phase end)."""
+        return {n: int(torch.count_nonzero(a.gate)) for n, a in self.adapters.items()}
 
     def state_dict(self) -> dict:
         return _attrs_state(self, self.checkpoint_attrs)

@@ -9,26 +9,38 @@ optimizer, so their gradients and Adam state are freed (the paper's memory argum
 The paper's case split (``ω_i > 0`` or nothing) is that disconnect; a kept ω multiplies ΔW as is
 (with ``topk_by: magnitude`` it may be negative).
 
-ω is not in the loop's AdamW (``Method.param_groups`` leaves it out); this class steps it:
+How ω is stepped (``omega_clip`` / ``omega_schedule``; which one ran is in ``state()["omega_update"]``):
 
-* plain SGD without momentum, ``ω ← ω − omega_lr · ∇ω`` (the reference code's update; momentum
-  would carry a zeroed coordinate's history across the threshold, which StoIHT does not do);
-* no weight decay (decay would pull every ω towards 0 and bias the selection);
-* a constant learning rate by default: T is short (at most one epoch) and the trainer's warm-up
-  would otherwise freeze ω during the very steps that choose the adapters. ``omega_schedule:
-  trainer`` follows the trainer's schedule instead (what the reference gets from HF's Trainer);
-* ω's grad is not clipped (the loop clips the optimizer's parameters only) and, under fp16, is
-  divided by the loss scale the loop reports (``ctx.grad_scale``); an overflowed step is skipped,
-  as the loop's optimizer skips it (at step T the choice is still made, from ω as it stands).
+* always plain SGD without momentum, ``ω ← ω − omega_lr · ∇ω``, and no weight decay, as the authors'
+  optimizer does (``WeightAdamW``, github.com/Vepricov/WLoRA ``src/optimizers.py``: its
+  ``weight_params`` group takes ``p.add_(p.grad, alpha=-lr)``): momentum would carry a zeroed
+  coordinate's history across the threshold (StoIHT has none) and decay would pull every ω to 0;
+* ``omega_clip: true``, the authors' code: ω is a param group of the trainer's optimizer
+  (``sgd: True`` in :class:`~roloraexp.adapters.ComponentAdamW`), so the loop unscales its gradient
+  under fp16, clips it with every other gradient (HF's Trainer clips ``model.parameters()`` at
+  ``max_grad_norm``) and skips it with the rest on an fp16 overflow; with ``omega_schedule:
+  trainer`` its lr follows the warm-up / decay (HF's LambdaLR scales every group), ``constant``
+  keeps ``omega_lr``. The paper's experiment files use this;
+* ``omega_clip: false`` (the method default): this class steps ω itself after the optimizer step,
+  from the raw gradient divided by the loss scale the loop reports (``ctx.grad_scale``), unclipped,
+  at ``omega_lr`` (``omega_schedule: constant``: T is short and a warm-up would freeze ω during the
+  very steps that choose the adapters) or scaled like the trainer's lr (``trainer``).
+
+T (``select_steps``) defaults to ``epoch``: the paper keeps T within one epoch (§3.3, "the
+parameter T does not exceed the duration of a single epoch"), so a T beyond one epoch is a warning
+naming both numbers. In a run shorter than an epoch, ``epoch`` means the whole run. The authors'
+code never disconnects: ω trains for the whole run (top-K every step), which in the one-epoch runs
+of Tables 1 and 6 is exactly T = one epoch.
 
 What is recorded: ω for every adapter (``omega/<name>`` while selecting and at the choice;
 ``state()["omega"]`` at each evaluation and in results.json), the kept adapters (``kept``), per-
 adapter ranks, and ``selection``: the step and the trainable parameters before / after the
 disconnect, plus on CUDA the peak GPU memory before it and with K adapters after it.
 
-Options (``conf/method/weightlora.yaml``): ``k`` (K), ``select_steps`` (T: optimizer steps, or a
-fraction of the run's steps when below 1), ``omega_lr``, ``topk_by`` (``value``: the K largest ω,
-the authors' code; ``magnitude``: the K largest |ω|), ``omega_schedule`` and ``omega_log_every``.
+Options (``conf/method/weightlora.yaml``): ``k`` (K), ``select_steps`` (T: ``epoch``, optimizer
+steps, or a fraction of the run's steps when below 1), ``omega_lr``, ``topk_by`` (``value``: the K
+largest ω, the authors' code; ``magnitude``: the K largest |ω|), ``omega_clip``, ``omega_schedule``
+and ``omega_log_every``.
 """
 from __future__ import annotations
 
@@ -36,7 +48,7 @@ import logging
 
 import torch
 
-from ..adapters import Remap
+from ..adapters import ComponentAdamW, Remap
 from ..errors import ConfigError
 from .base import Method, TrainContext, count_trainable, resolve_steps
 
@@ -53,7 +65,10 @@ def top_k(values: torch.Tensor, k: int, by: str = "value") -> torch.Tensor:
 
 class WeightLoRA(Method):
     uses_omega = True
+    trains_omega = True  # RLoRA: ω stays 1
     min_select_steps = 1  # RLoRA may choose at step 0
+    checkpoint_attrs = Method.checkpoint_attrs + ("events", "kept", "selection", "select_steps",
+                                                  "_memory_mark_pending", "_memory_marked")
 
     def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
         super().__init__(cfg, sparsifier, schedule, seed)
@@ -69,9 +84,15 @@ class WeightLoRA(Method):
         self.omega_schedule = cfg.get("omega_schedule", "constant")
         if self.omega_schedule not in ("constant", "trainer"):
             raise ConfigError(f"method.omega_schedule must be constant or trainer, got {self.omega_schedule!r}")
+        self.omega_clip = cfg.get("omega_clip", False)
+        if not isinstance(self.omega_clip, bool):
+            raise ConfigError(f"method.omega_clip must be true or false, got {self.omega_clip!r}")
         self.omega_log_every = int(cfg.get("omega_log_every", 1))
-        if cfg.get("select_steps") is None:
-            raise ConfigError("method.select_steps (T) must be set: optimizer steps, or a fraction of the run below 1")
+        T = cfg.get("select_steps")
+        if T is None or (isinstance(T, str) and T != "epoch"):
+            raise ConfigError(f"method.select_steps (T) must be epoch, a number of optimizer steps, or a fraction "
+                              f"of the run below 1; got {T!r}")
+        self.select_steps: int | None = None  # T in optimizer steps, resolved in on_phase_start
         self.events: list[tuple[int, int]] = []  # (step, adapters to keep after it); resolved in on_phase_start
         self.kept: list[str] | None = None  # the final choice, once made
         self.selection: dict | None = None  # when it was made and what it freed
@@ -89,12 +110,24 @@ class WeightLoRA(Method):
         """When the adapters are chosen and how many survive: one choice of K at step T."""
         return [(select_steps, self.k)]
 
+    def resolve_select_steps(self, ctx: TrainContext) -> int:
+        """T in optimizer steps: ``epoch`` (one epoch, or the whole run when shorter), a number of
+        steps, or a fraction of the run. The paper keeps T within one epoch: beyond it, a warning."""
+        value, epoch = self.cfg.select_steps, ctx.epoch_steps
+        if value == "epoch":
+            return min(epoch, ctx.total_steps) if epoch > 0 else ctx.total_steps
+        T = resolve_steps(value, ctx.total_steps, "method.select_steps")
+        if 0 < value < 1:  # a fraction of a short (smoke) run still selects after one step
+            T = max(T, 1)
+        if epoch > 0 and T > epoch:
+            log.warning("method.select_steps=%s gives T = %d optimizer steps, more than one epoch (%d steps); the "
+                        "WeightLoRA paper keeps T within one epoch (§3.3)", value, T, epoch)
+        return T
+
     def on_phase_start(self, ctx: TrainContext) -> None:
         if ctx.phase > 0 or self.events or self.kept is not None:  # one choice per run
             return
-        T = resolve_steps(self.cfg.select_steps, ctx.total_steps, "method.select_steps")
-        if 0 < self.cfg.select_steps < 1:  # a fraction of a short (smoke) run still selects after one step
-            T = max(T, 1)
+        T = self.select_steps = self.resolve_select_steps(ctx)
         if T < self.min_select_steps:
             raise ConfigError(f"method.select_steps={self.cfg.select_steps} gives T={T} steps; T must be >= "
                               f"{self.min_select_steps} (a fraction below 1 is taken of the run's {ctx.total_steps} steps)")
@@ -105,6 +138,22 @@ class WeightLoRA(Method):
                               f"({ctx.total_steps}); lower method.select_steps or train longer")
         if self.events[0][0] == 0:  # chosen before any training (RLoRA): the loop builds its optimizer after this
             self._select(ctx)
+
+    def build_optimizer(self, model, trainer_cfg):
+        """The trainer's AdamW; with ``omega_clip`` ω joins it as a plain-SGD group (the authors'
+        WeightAdamW), so the loop unscales, clips and schedules it like every other parameter."""
+        groups = self.param_groups(model, trainer_cfg.weight_decay)
+        omegas = [a.omega for a in self.adapters.values() if a.omega.requires_grad]
+        if self.omega_in_optimizer and omegas:
+            group = {"params": omegas, "lr": self.omega_lr, "weight_decay": 0.0, "role": "omega", "sgd": True}
+            if self.omega_schedule == "constant":
+                group["fixed_lr"] = self.omega_lr
+            groups.append(group)
+        return ComponentAdamW(groups, lr=trainer_cfg.lr)
+
+    @property
+    def omega_in_optimizer(self) -> bool:
+        return self.trains_omega and self.omega_clip
 
     # ---------------------------------------------------------------- hooks
     def after_optimizer_step(self, ctx: TrainContext) -> list[Remap]:
@@ -124,15 +173,20 @@ class WeightLoRA(Method):
 
     @torch.no_grad()
     def omega_step(self, ctx: TrainContext, k: int, final: bool) -> None:
-        """One StoIHT step on the ω of the adapters still connected: gradient step, then top-k."""
+        """One StoIHT step on the ω of the adapters still connected: gradient step (taken by the
+        optimizer already when ω is in it), then top-k."""
         names = self.active()
         omegas = [self.adapters[n].omega for n in names]
-        grads = torch.stack([o.grad if o.grad is not None else torch.zeros_like(o) for o in omegas]) / ctx.grad_scale
+        # In the optimizer, ω's grad was unscaled by the loop; outside it, it still carries the loss scale.
+        scale = 1.0 if self.omega_in_optimizer else ctx.grad_scale
+        grads = torch.stack([o.grad if o.grad is not None else torch.zeros_like(o) for o in omegas]) / scale
         if ctx.step_skipped or not torch.isfinite(grads).all():  # fp16 overflow: the optimizer skipped it too
             if not final:
                 return
             grads = torch.zeros_like(grads)  # the choice is due now: make it from ω as it stands
-        values = torch.stack([o.detach() for o in omegas]) - self._lr(ctx) * grads
+        values = torch.stack([o.detach() for o in omegas])
+        if not self.omega_in_optimizer:
+            values = values - self._lr(ctx) * grads
         # With B = 0 (the first step) every ω has a zero gradient: thresholding then would choose by
         # position alone and, with ω all 1, never revise it. The reference skips that step; so do we,
         # unless this is the last chance to choose.
@@ -216,6 +270,10 @@ class WeightLoRA(Method):
     # ---------------------------------------------------------------- state
     def state(self) -> dict:
         out = super().state()
+        if self.trains_omega:
+            out["omega_update"] = {"in_optimizer": self.omega_in_optimizer, "clipped": self.omega_in_optimizer,
+                                   "schedule": self.omega_schedule, "lr": self.omega_lr,
+                                   "select_steps": self.select_steps}
         if self.kept is not None:
             out["kept"] = list(self.kept)
             out["selection"] = dict(self.selection)

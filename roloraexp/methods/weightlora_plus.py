@@ -12,9 +12,13 @@ new orthogonal directions): its share goes to the others, and only when every ke
 full rank (tiny K) does the total stay below LoRA's, with a warning.
 
 Extension (both keep ΔW exactly; ``LowRankLinear.grow``): ``gaussian_zero`` (the paper's first
-option: Gaussian columns for B, zero rows for A; Adam's moments of the old components carry over)
-or ``qr`` (B = QR, B ← [Q, (I − QQᵀ)N], A ← [RA; 0]; the old components are re-parametrised,
-so their Adam moments start afresh).
+option: Gaussian columns for B, zero rows for A; Adam's moments and step counts of the old
+components carry over) or ``qr`` (B = QR, B ← [Q, (I − QQᵀ)N], A ← [RA; 0]; the old components are
+re-parametrised, so their Adam state starts afresh). The new components start a fresh Adam: the
+trainer's optimizer (``ComponentAdamW``) keeps a step count per component of a grown tensor, so
+they get their own bias correction instead of inheriting the tensor's T steps (with torch's one
+step per tensor their first updates would be ≈ 3 lr; the authors' ``FatAdamW`` restarts the
+whole tensor's state at each extension instead).
 
 ``progressive: true`` is the authors' code's variant: K halves (n/2, n/4, ... down to k) at
 evenly spaced steps, the last one at T, and each time the survivors grow into the same LoRA budget

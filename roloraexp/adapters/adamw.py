@@ -1,0 +1,81 @@
+"""AdamW that gives each rank component of a grown tensor its own step count.
+
+torch's AdamW keeps one ``step`` per tensor. When a resize appends components to a tensor in the
+middle of a phase (WeightLoRA+ growing its kept adapters at step T), the new components start
+with zero moments but share the tensor's step t, so their bias correction is skipped: the first
+update is ``(1 − β1)/√(1 − β2) · √(1 − β2^t) lr`` (2.9 lr at t = 2000, 3.2 lr for t ≫ 1000), about
+6 lr after 10 more steps, and still ≈ 1.3 lr after 1000 (m settles in ~1/(1 − β1) steps, v in
+~1/(1 − β2)). A fresh AdamW would give them ``lr`` from the first step.
+
+:func:`~roloraexp.adapters.optim_state.apply_remaps` therefore gives a grown tensor a step of the
+component axis' shape (``(r, 1)`` for A, ``(1, r)`` for B, ``(r,)`` for a gate): the carried
+components keep their count, the new ones start at 0, and this class applies each component's own
+bias correction. Tensors whose step is a scalar (everything that never grew) go through torch's
+AdamW step itself, so nothing changes for them (the tests check equality with ``torch.optim.AdamW``).
+
+A param group with ``sgd: True`` takes a plain SGD step, ``p ← p − lr · ∇p`` (no moments, no weight
+decay): WeightLoRA's ω as the authors' optimizer steps it (``WeightAdamW`` in
+github.com/Vepricov/WLoRA ``src/optimizers.py``, its ``weight_params`` group). Being in the
+optimizer, ω's gradient is unscaled (fp16), clipped with the rest and scheduled by the loop, as HF's
+Trainer does for the authors. ``fixed_lr`` in such a group ignores the schedule.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class ComponentAdamW(torch.optim.AdamW):
+    per_component_step = True  # apply_remaps may give a grown tensor one step per component
+
+    def __init__(self, params, *args, **kwargs):
+        super().__init__(params, *args, **kwargs)
+        for group in self.param_groups:
+            if group["amsgrad"] or group["maximize"]:
+                raise ValueError("ComponentAdamW supports neither amsgrad nor maximize")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        own = [(group, p) for group in self.param_groups for p in group["params"]
+               if p.grad is not None and (group.get("sgd") or _per_component(self.state.get(p)))]
+        # torch's step skips parameters without a gradient: hide ours from it, step them below.
+        grads = [p.grad for _, p in own]
+        for _, p in own:
+            p.grad = None
+        try:
+            super().step()
+        finally:
+            for (_, p), g in zip(own, grads):
+                p.grad = g
+        for group, p in own:
+            if group.get("sgd"):
+                p.add_(p.grad, alpha=-group.get("fixed_lr", group["lr"]))
+            else:
+                _adamw_per_component(p, self.state[p], group)
+        return loss
+
+
+def _per_component(state: dict | None) -> bool:
+    return bool(state) and torch.is_tensor(state.get("step")) and state["step"].ndim > 0
+
+
+def _adamw_per_component(p: torch.Tensor, state: dict, group: dict) -> None:
+    """torch's single-tensor AdamW step (``torch/optim/adam.py::_single_tensor_adam``, decoupled
+    decay), with the step count a tensor that broadcasts over the parameter."""
+    grad, m, v, step = p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"]
+    beta1, beta2 = group["betas"]
+    lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+    step += 1
+    if weight_decay:
+        p.mul_(1 - lr * weight_decay)
+    m.lerp_(grad, 1 - beta1)
+    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    # torch computes the corrections in Python floats (double): so do we, per component.
+    t = step.to(torch.float64)
+    step_size = (lr / (1 - beta1**t)).to(p.dtype)
+    bias_correction2_sqrt = (1 - beta2**t).sqrt().to(p.dtype)
+    denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+    p.sub_(m / denom * step_size)
