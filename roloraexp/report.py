@@ -182,14 +182,18 @@ def _is_number(v) -> bool:
 
 
 def load_published(table: Table, published_dir: Path = PUBLISHED_DIR) -> pd.DataFrame:
-    """The paper's CSV, indexed by row key; checked against the declaration's rows and columns."""
+    """The paper's CSV, indexed by row key in the declaration's order; checked against the declaration:
+    every published row and column present, and no row the declaration does not know. A CSV may list
+    an ``extra`` row (ours, not in the paper) with empty cells, so a reader sees it was not forgotten."""
     df = pd.read_csv(Path(published_dir) / table.published, dtype={"row": str}).set_index("row")
     want_rows = list(dict.fromkeys(r.published or r.key for r in table.rows if not r.extra))
+    known = list(dict.fromkeys(r.published or r.key for r in table.rows))
     want_cols = [c.key for c in table.cols]
-    if list(df.index) != want_rows or [c for c in want_cols if c not in df.columns]:
+    if (set(want_rows) - set(df.index) or set(df.index) - set(known) or df.index.duplicated().any()
+            or [c for c in want_cols if c not in df.columns]):
         raise ValueError(f"{table.published}: rows {list(df.index)} / columns {list(df.columns)} do not match "
                          f"the declaration of {table.id} (rows {want_rows}, columns {want_cols})")
-    return df
+    return df.loc[[r for r in known if r in df.index]]
 
 
 def summarize(table: Table, filled: Filled, expected: int, final: bool,

@@ -113,7 +113,9 @@ def phase_steps(cfg, n_train: int, world_size: int = 1) -> int:
 
 class Trainer:
     def __init__(self, model, task, method, cfg_trainer, tracker, record: RunRecord, output_dir: Path | None,
-                 seed: int, accelerator, checkpoint: dict | None = None, run_config=None):
+                 seed: int, accelerator=None, checkpoint: dict | None = None, run_config=None):
+        if accelerator is None:  # a Trainer used on its own (notebooks, tests): devices from the config
+            accelerator = dist.make_accelerator(cfg_trainer)
         self.model, self.task, self.method, self.cfg = model, task, method, cfg_trainer
         self.tracker, self.record, self.output_dir, self.seed = tracker, record, output_dir, seed
         self.accelerator, self.checkpoint, self.run_config = accelerator, checkpoint, run_config
@@ -291,6 +293,8 @@ class Trainer:
                                          if self.output_dir is not None else None})
         log.info("resuming at step %d (phase %d, epoch %d, step %d of the epoch)", ctx.step, self.position[0] + 1,
                  self.position[1] + 1, self.position[2])
+        if not self.phase_started:  # saved at a phase end: the next phase's start draws from the generators
+            set_rng_state(ck["rng"])
 
     # -------------------------------------------------------------------- loop
     def fit(self) -> RunRecord:

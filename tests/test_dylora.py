@@ -151,6 +151,7 @@ def test_sampled_ranks_become_a_wandb_histogram():
 
     class Recorder(Tracker):
         def __init__(self):
+            super().__init__({"mode": "disabled"}, None, None, "")
             self.logged, self.run = [], object()
 
         def log(self, metrics, step):

@@ -294,6 +294,27 @@ UNREADABLE = {("rolora-table1", "stsb")}  # see results/published/README.md
 
 
 @pytest.mark.parametrize("table_id", sorted(TABLES))
+def test_every_published_file_loads_in_the_declarations_order(table_id):
+    table = TABLES[table_id]
+    pub = report.load_published(table)
+    published = [k for k in dict.fromkeys(r.published or r.key for r in table.rows if not r.extra)]
+    assert [r for r in pub.index if r in published] == published
+    assert table_id in SHAPES or table_id.startswith("slides-")  # slides: tests/test_slides2_tables.py
+
+
+def test_a_published_file_with_a_row_the_declaration_lacks_is_refused(tmp_path):
+    table = TABLES["rolora-table1"]
+    df = pd.read_csv(report.PUBLISHED_DIR / table.published, dtype={"row": str})
+    df = pd.concat([df, df.iloc[[0]].assign(row="stray")])
+    df.to_csv(tmp_path / table.published, index=False)
+    with pytest.raises(ValueError, match="do not match the declaration"):
+        report.load_published(table, tmp_path)
+    df.iloc[:-2].to_csv(tmp_path / table.published, index=False)  # a published row missing
+    with pytest.raises(ValueError, match="do not match the declaration"):
+        report.load_published(table, tmp_path)
+
+
+@pytest.mark.parametrize("table_id", sorted(SHAPES))
 def test_published_file_parses_and_has_the_papers_shape(table_id):
     table = TABLES[table_id]
     pub = report.load_published(table)  # raises if rows/columns disagree with the spec

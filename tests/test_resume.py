@@ -64,6 +64,35 @@ def test_lora_killed_mid_epoch(tmp_path):
     assert res["resumed_from"][0]["step"] == 4  # the last checkpoint before the kill
 
 
+def test_adalora_killed_while_its_budget_decays(tmp_path):
+    # Budget at full until step 2, cubic decay over steps 3-4, final mask and slice at step 5.
+    res = killed_and_resumed(tmp_path, BASE + ["method=adalora", "sparsifier.t_init=2", "sparsifier.t_final=3"],
+                             [("step", 4, "SIGKILL")])
+    assert sum(res["ranks"].values()) == 8 * len(res["ranks"])  # sliced to the target after the resume
+
+
+def test_rolora_killed_in_phase_2_and_at_a_phase_boundary(tmp_path):
+    # 2 iterations of 8 steps: killed after phase 1's last step (before its end: sparsify, rescale,
+    # extend), then after that end was checkpointed (before phase 2 starts), then in phase 2.
+    res = killed_and_resumed(tmp_path, BASE + ["method=rolora", "method.iterations=2"],
+                             [("phase_end", 1, "SIGKILL"), ("phase_start", 2, "SIGKILL"), ("step", 13, "SIGKILL")])
+    assert [r["step"] for r in res["resumed_from"]] == [8, 8, 12]
+    assert len({r for r in res["method_history"][-1]["ranks"].values()}) > 1  # non-uniform ranks came out
+
+
+def test_weightlora_killed_before_and_after_its_disconnect(tmp_path):
+    res = killed_and_resumed(tmp_path, BASE + ["method=weightlora", "method.k=2", "method.select_steps=3"],
+                             [("step", 3, "SIGKILL"), ("step", 6, "SIGKILL")])
+    assert [r["step"] for r in res["resumed_from"]] == [2, 4]  # before the selection at step 3, then after
+    assert sorted(res["ranks"].values()) == [0, 0, 8, 8] and len(res["kept"]) == 2
+
+
+def test_weightlora_plus_killed_after_its_growth(tmp_path):
+    res = killed_and_resumed(tmp_path, BASE + ["method=weightlora_plus", "method.k=2", "method.select_steps=3"],
+                             [("step", 5, "SIGKILL")])
+    assert sorted(res["ranks"].values()) == [0, 0, 16, 16]  # K = 2 of 4 adapters grew to LoRA's budget
+
+
 def test_sigterm_checkpoints_at_the_step_boundary_and_exits_for_requeue(tmp_path):
     res = killed_and_resumed(tmp_path, BASE + ["method=lora"], [("step", 3, "SIGTERM")])
     assert res["resumed_from"][0]["step"] == 3  # the step the signal arrived in was finished and saved
@@ -75,3 +104,41 @@ def test_a_preempted_run_says_so_and_how_to_go_on(tmp_path):
     res = json.loads((tmp_path / "run" / "results.json").read_text())
     assert res["status"] == "preempted" and res["steps"] == 3
     assert "stopped by SIGUSR1 at step 3" in res["error"] and "run the same command again to resume" in res["error"]
+
+
+# ------------------------------------------------------------------ every method, in one process
+# Overrides that make each method's defaults fit an 8-step tiny run (their schedules, K of n, ...).
+FITS = {"weightlora": ["method.k=2", "method.select_steps=3"], "weightlora_plus": ["method.k=2", "method.select_steps=3"],
+        "rlora": ["method.k=2"], "adalora": ["sparsifier.t_init=2", "sparsifier.t_final=3"],
+        "adalora_iter": ["method.iterations=2"], "lora_iter": ["method.iterations=2"], "rolora": ["method.iterations=2"],
+        "galore": ["method.update_proj_gap=3"], "dylora": ["method.r_max=4"], "sora": ["sparsifier.prune_every=3"]}
+METHODS = sorted(p.stem for p in (REPO / "conf" / "method").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_resumes_exactly(tmp_path, monkeypatch, method):
+    """Every method, interrupted after step 5 (its last checkpoint: step 4) and run again, ends as the
+    uninterrupted run. In one process (the SIGKILL tests above cover the process boundary)."""
+    from conftest import compose_config
+    from roloraexp import train
+    from roloraexp.run import run
+
+    overrides = [*BASE, f"method={method}", *FITS.get(method, [])]
+    ref = run(compose_config(*overrides), tmp_path / "ref")
+    assert ref["status"] == "completed", ref.get("error")
+
+    original = train.Trainer._optimizer_step
+
+    def crash_after_step_5(self, optimizer, scheduler, ctx):
+        original(self, optimizer, scheduler, ctx)
+        if ctx.step == 5:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(train.Trainer, "_optimizer_step", crash_after_step_5)
+    cut = run(compose_config(*overrides), tmp_path / "cut")
+    assert cut["status"] == "failed" and "simulated crash" in cut["error"]
+    monkeypatch.setattr(train.Trainer, "_optimizer_step", original)
+    resumed = run(compose_config(*overrides), tmp_path / "cut")
+    assert resumed["status"] == "completed", resumed.get("error")
+    assert [r["step"] for r in resumed["resumed_from"]] == [4]
+    assert_same_run(tmp_path / "ref", tmp_path / "cut")

@@ -128,7 +128,7 @@ def test_l1_term_is_the_references_mean_absolute_gate():
 def test_reference_gates_start_random_seeded_with_delta_w_zero():
     def gates(seed, gate_init="randn"):
         m = SoRA(method_cfg(), sparsifier=sp_cfg(gate_init=gate_init), seed=seed)
-        model = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 3))
+        model = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 4))  # rank 4 fits both
         m.prepare(model, ["0", "1"])
         assert all(torch.count_nonzero(a.delta_weight()) == 0 for a in m.adapters.values())  # B = 0
         return torch.cat([a.gate.detach() for a in m.adapters.values()])
@@ -167,7 +167,7 @@ def test_gate_is_kept_out_of_weight_decay():
 
 def test_prune_slices_zero_gate_components_and_keeps_delta_w():
     m = SoRA(method_cfg(), sparsifier=sp_cfg())
-    model = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 3))
+    model = nn.Sequential(nn.Linear(6, 5), nn.Linear(5, 4))  # rank 4 fits both
     m.prepare(model, ["0", "1"])
     a0, a1 = m.adapters["0"], m.adapters["1"]
     with torch.no_grad():
@@ -183,7 +183,7 @@ def test_prune_slices_zero_gate_components_and_keeps_delta_w():
     remaps = m.prune()
     assert a0.lora_A.shape == (2, 6) and a0.lora_B.shape == (5, 2)
     assert torch.equal(a0.gate.detach(), torch.tensor([-0.7, 0.5]))  # largest |g| first
-    assert a1.rank == 0 and a1.lora_B.shape == (3, 0)
+    assert a1.rank == 0 and a1.lora_B.shape == (4, 0)
     assert len(remaps) == 6
     for n, a in m.adapters.items():
         assert torch.allclose(a.delta_weight(), before[n], atol=1e-6)

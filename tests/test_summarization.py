@@ -2,21 +2,24 @@
 and a tiny random BART that trains and generates on the shared XSum sample."""
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from roloraexp.distributed import make_accelerator
 from roloraexp.errors import DataError
 from roloraexp.models import TINY_CONFIGS, package_model_dir
 from roloraexp.tasks.summarization import ROUGE_KEYS, SummarizationTask, rouge_scores, sentences, untag
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
-CPU = SimpleNamespace(device=torch.device("cpu"), autocast=contextlib.nullcontext)
+
+
+def cpu():
+    """What run.py hands a task on a machine without a GPU (fresh: accelerate's state is process-wide)."""
+    return make_accelerator(OmegaConf.create({"precision": "fp32", "device": "cpu"}))
 
 
 def task_cfg(name: str, **over):
@@ -117,7 +120,7 @@ def test_tiny_bart_trains_and_generates(shared_data, tok):
     end = probe_loss()
     assert end < start - 1.0, (start, end)  # from ~log(30522) = 10.3 down towards the frequent tokens
 
-    out = task.evaluate(model, CPU, batch_size=4)
+    out = task.evaluate(model, cpu(), batch_size=4)
     print(f"\ntiny BART on XSum: probe loss {start:.2f} -> {end:.2f}; " + ", ".join(f"{k} {v:.2f}" for k, v in out.items()))
     assert set(ROUGE_KEYS) <= set(out) and out["main"] == out["rougeL"]
     assert all(0.0 <= out[k] <= 100.0 for k in ROUGE_KEYS)

@@ -209,6 +209,10 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         _load_attrs_state(self, self.checkpoint_attrs, state)
+        for a in self.checkpoint_attrs:  # a sparsifier's view of the adapters is a link, not saved state
+            part = getattr(self, a)
+            if isinstance(getattr(part, "adapters", None), dict):
+                part.adapters = self.adapters
 
     def ranks(self) -> dict[str, int]:
         return {n: a.rank for n, a in self.adapters.items()}
