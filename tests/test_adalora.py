@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
+from conftest import DATA
 from roloraexp.adapters import LowRankLinear, apply_remaps
 from roloraexp.checkpoint import trainable_state
 from roloraexp.errors import ConfigError
@@ -467,12 +468,12 @@ def test_adalora_iter_through_the_loop():
     assert record.trainable_params_peak > record.trainable_params
 
 
-def test_adalora_e2e_on_rte(shared_data, tmp_path):
+def test_adalora_e2e_on_rte(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from roloraexp.run import run
 
-    overrides = ["model=tiny_roberta", "task=rte", f"data_dir={shared_data}", "method=adalora",
+    overrides = ["model=tiny_roberta", "task=rte", f"data_dir={DATA}", "method=adalora",
                  "logger=disabled", "trainer.max_steps=20", "trainer.batch_size=8",
                  "task.max_train_samples=64", "task.max_eval_samples=32", "sparsifier.t_init=4",
                  "sparsifier.t_final=4", "sparsifier.delta_t=2"]

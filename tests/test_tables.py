@@ -15,7 +15,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import REPO, SHARED_DATA, compose_config
+from conftest import DATA, REPO, compose_config
 from roloraexp import report
 from roloraexp.tables import TABLES as DECLARED, sweep
 
@@ -39,7 +39,7 @@ ENV = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", HYDRA_FULL_ER
 def make(*args, cwd=REPO):
     # -o: never (re)install from inside the tests.
     return subprocess.run(["make", "--no-print-directory", "-o", ".make/installed", f"PYTHON={sys.executable}",
-                           f"DATA_DIR={SHARED_DATA}", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
+                           f"DATA_DIR={DATA}", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
                           timeout=900)
 
 
@@ -223,7 +223,7 @@ def test_a_changed_cell_sets_its_results_and_checkpoints_aside(tmp_path):
 
 def test_grad_norms_writes_json_and_figure(tmp_path):
     grad_norms = _load("grad_norms")
-    rc = grad_norms.main(["model=tiny_roberta", "task=rte", f"data_dir={SHARED_DATA}", "task.max_train_samples=32",
+    rc = grad_norms.main(["model=tiny_roberta", "task=rte", f"data_dir={DATA}", "task.max_train_samples=32",
                           "trainer.batch_size=8", "--batches", "2", "--out", str(tmp_path)])
     assert rc == 0
     norms = json.loads((tmp_path / "tiny_roberta_rte.json").read_text())

@@ -11,6 +11,7 @@ import transformers
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from conftest import DATA
 from roloraexp.adapters import apply_remaps, find_target_modules
 from roloraexp.errors import ConfigError
 from roloraexp.methods.base import TrainContext
@@ -430,7 +431,7 @@ def test_paper_warmup_keeps_lr_below_15_percent_of_peak(tmp_path):
 
 
 # ------------------------------------------------------------------------------ a real run
-def test_weightlora_on_minilm_sst2_learns_with_k_of_n(shared_data, tmp_path):
+def test_weightlora_on_minilm_sst2_learns_with_k_of_n(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from roloraexp.run import run
@@ -438,7 +439,7 @@ def test_weightlora_on_minilm_sst2_learns_with_k_of_n(shared_data, tmp_path):
     k = 4
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[
-            "model=minilm", "task=sst2", f"data_dir={shared_data}", "method=weightlora", f"method.k={k}",
+            "model=minilm", "task=sst2", f"data_dir={DATA}", "method=weightlora", f"method.k={k}",
             "method.select_steps=10", "logger=disabled", "trainer.max_steps=60", "trainer.batch_size=32",
             "trainer.lr=4e-3", "trainer.save_adapters=false", "task.max_train_samples=1920",
             "task.max_eval_samples=400", "task.max_seq_length=48", "seed=1"])
