@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .merge import MergeByDelta
+
 
 @dataclass
 class Remap:
@@ -33,7 +35,7 @@ class Remap:
     dst_index: torch.Tensor | None = None
 
 
-class LowRankLinear(nn.Module):
+class LowRankLinear(MergeByDelta, nn.Module):  # merge() / unmerge(): W ← W ± ΔW
     def __init__(
         self,
         base: nn.Linear,
@@ -113,24 +115,15 @@ class LowRankLinear(nn.Module):
         out = self.base(x)
         if self.merged or self.rank == 0:
             return out
-        h = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)
+        return out + self.delta_output(self.dropout(x)).to(out.dtype)
+
+    def delta_output(self, x: torch.Tensor) -> torch.Tensor:
+        """ΔW x, in the adapter's dtype, for an ``x`` that has been through dropout already (DoRA
+        reuses the dropped-out input for its magnitude term)."""
+        h = F.linear(x.to(self.lora_A.dtype), self.lora_A)
         if self.gate is not None:
             h = h * self.gate
-        h = F.linear(h, self.lora_B)
-        return out + (h * self._factor()).to(out.dtype)
-
-    # ------------------------------------------------------------ merge
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if self.merged:
-            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
-            self.merged = False
+        return F.linear(h, self.lora_B) * self._factor()
 
     # ------------------------------------------------------------ resize
     def _replace(self, name: str, value: torch.Tensor, dim: int, src, dst) -> Remap:
