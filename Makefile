@@ -11,8 +11,8 @@ help:
 	@echo "make demo    install if needed, then ROLoRA on MiniLM / SST-2 offline on CPU (< 2 min)"
 	@echo "make test    install if needed, then the test suite"
 	@echo "make bench   step time and memory: this project's LoRA vs PEFT vs the frozen floor"
-	@echo "make rolora-table1 ... rolora-table6, weightlora-table1 ... weightlora-table6: paper tables"
-	@echo "make tables-help  the grids and the variables that scale a table down"
+	@echo "make TABLE   a paper table (declared in roloraexp/tables/): $(TABLES)"
+	@echo "make tables-help  the variables that scale a table down, and every table's grid, rows, columns"
 
 # Without a torch, install the CPU wheel first: a bare `torch` requirement would pull several GB
 # of CUDA wheels onto a CPU machine. GPU users install their CUDA torch before `make` (README).

@@ -1,5 +1,6 @@
-# Paper tables: `make rolora-table1` ... `make weightlora-table6`; `make tables-help` lists the grids.
-# A target runs the cells of its grid that have not completed (scripts/sweep.py: Hydra multiruns,
+# Paper tables: one target per table declared in roloraexp/tables/ (`make rolora-table1` ...
+# `make weightlora-table6`); `make tables-help` prints the declarations (grid, rows, columns, CSV).
+# A target runs the cells of its grid that have not completed (roloraexp.tables.sweep: Hydra multiruns,
 # one fixed folder per cell under $(RUNS)/<table>/), then writes the table with roloraexp.report.
 # Run it again to finish a table: completed cells are skipped, failed or changed ones run again.
 # `make -n TABLE` prints the multiruns it would launch (the sweep line runs as a dry run).
@@ -11,7 +12,7 @@ OUT      ?= results#       where the tables (.md .tex .csv) and figures go
 SEEDS    ?= 1 2 3 4 5#     the papers average 5 seeds
 MODEL    ?=#               replace the table's model (tiny_roberta, minilm, ...)
 TASKS    ?=#               only these tasks of the grid
-METHODS  ?=#               only these rows (lora lora_iter adalora adalora_iter rolora rolora_sora weightlora ...)
+METHODS  ?=#               only these rows (run keys or methods: lora adalora_as_run rolora_sora weightlora ...)
 SAMPLES  ?=#               task.max_train_samples = task.max_eval_samples
 STEPS    ?=#               trainer.max_steps (per phase)
 LAUNCHER ?=#               a Hydra launcher, e.g. submitit_slurm (pip install hydra-submitit-launcher)
@@ -19,18 +20,21 @@ JOBS     ?= 1#             multiruns launched at once (one per method and folder
 LAYOUT   ?=#               run folder below $(RUNS)/<table>, default {model}/{task}/{method}{rank}{k}/seed{seed}
 EXTRA    ?=#               more Hydra overrides for every run, e.g. EXTRA="logger=disabled trainer.lr=1e-3"
 
-TABLES := $(addprefix rolora-table,1 2 3 4 5 6) $(addprefix weightlora-table,1 2 3 4 5 6)
-# Tables built (also) from another table's runs: the sweep fills that table's folder.
-READS_rolora-table4     := rolora-table1
-READS_rolora-table5     := rolora-table5 rolora-table1
-READS_weightlora-table6 := weightlora-table6 weightlora-table1
+# The declared tables (an import of the declarations only: no torch, instant).
+TABLES := $(shell $(PYTHON) -m roloraexp.tables --names)
+ifeq ($(TABLES),)
+$(warning no paper-table targets: `$(PYTHON) -m roloraexp.tables --names` printed nothing)
+endif
+# The run folders a table's report reads: its own, then those of the tables whose runs it reuses
+# (ROLoRA Tables 4 and 5 and WeightLoRA Table 6 read Table 1's; the sweep fills that folder).
+READS = $(shell $(PYTHON) -m roloraexp.tables --folders $@)
 
 DRY_RUN = $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run)
-SWEEP = $(PYTHON) scripts/sweep.py $@ --runs $(RUNS) --seeds $(SEEDS) --python $(PYTHON) \
+SWEEP = $(PYTHON) -m roloraexp.tables.sweep $@ --runs $(RUNS) --seeds $(SEEDS) --python $(PYTHON) \
 	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(MODEL),--model $(MODEL)) $(if $(TASKS),--tasks $(TASKS)) \
 	$(if $(METHODS),--methods $(METHODS)) $(if $(SAMPLES),--samples $(SAMPLES)) $(if $(STEPS),--steps $(STEPS)) \
 	$(if $(LAUNCHER),--launcher $(LAUNCHER)) --jobs $(JOBS) $(if $(LAYOUT),--layout '$(LAYOUT)') $(DRY_RUN) $(if $(EXTRA),-- $(EXTRA))
-REPORT = $(PYTHON) -m roloraexp.report $@ $(addprefix $(RUNS)/,$(or $(READS_$@),$@)) --out $(OUT) \
+REPORT = $(PYTHON) -m roloraexp.report $@ $(addprefix $(RUNS)/,$(READS)) --out $(OUT) \
 	--seeds $(words $(SEEDS)) $(if $(MODEL),--model $(MODEL))
 
 .PHONY: $(TABLES) tables-help
@@ -43,4 +47,5 @@ $(TABLES): $(STAMP)
 tables-help:
 	@echo "make TABLE [SEEDS=...] [MODEL=...] [TASKS=...] [METHODS=...] [SAMPLES=N] [STEPS=N] [RUNS=dir] [OUT=dir]"
 	@echo "           [LAUNCHER=submitit_slurm JOBS=N] [LAYOUT=fmt] [EXTRA=\"hydra overrides\"]; make -n TABLE: what would run"
-	@$(PYTHON) scripts/sweep.py --describe
+	@echo
+	@$(PYTHON) -m roloraexp.tables --describe

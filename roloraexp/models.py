@@ -3,6 +3,8 @@ or (``tiny: true``) a small random model built from a config in code; freeze it;
 from __future__ import annotations
 
 import importlib
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -10,6 +12,8 @@ import transformers
 from torch import nn
 
 from .errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 # Default adapter targets per architecture (the papers' choices: q,v for RoBERTa; q,k,v for
 # DeBERTa-v3) and the head modules that train in full next to the adapters. DeBERTa's pooler is
@@ -78,38 +82,100 @@ def load_tokenizer(model_cfg):
     return tok
 
 
-def load_model(model_cfg, task) -> tuple[nn.Module, object]:
-    """Backbone + task head, frozen; returns (model, tokenizer). Which modules train is ``trainable_heads``."""
+def model_config(model_cfg, tokenizer, task=None):
+    """The model's config without its weights: built in code for the tiny models, else read from
+    ``name_or_path`` (a small file: the run asks for it before the weights)."""
+    if model_cfg.arch not in ARCHITECTURES:
+        raise ConfigError(f"model.arch={model_cfg.arch!r} is not one of {sorted(ARCHITECTURES)}")
+    if task is not None and task.head not in HEADS:
+        raise ConfigError(f"task head {task.head!r} is not one of {sorted(HEADS)}")
+    if model_cfg.get("tiny"):
+        config = TINY_CONFIGS[model_cfg.arch](len(tokenizer))
+    else:
+        path = resolve_path(model_cfg)
+        try:
+            config = transformers.AutoConfig.from_pretrained(path)
+        except OSError as e:
+            raise DataError(f"cannot load the config of model {path!r} (offline with no local copy? set "
+                            f"model.name_or_path to a local folder): {str(e).splitlines()[0]}") from e
+    for k, v in (task.model_kwargs() if task is not None else {}).items():
+        setattr(config, k, v)
+    return config
+
+
+def max_input_length(config, tokenizer) -> int | None:
+    """Tokens one input may hold: the model's learned position table (RoBERTa reserves padding_idx + 1
+    positions), and the tokenizer's own limit when it states a real one. None: no hard limit
+    (relative or rotary positions)."""
+    limits = []
+    n = getattr(config, "max_position_embeddings", None)
+    if n:
+        if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+            limits.append(n - (config.pad_token_id or 0) - 1)
+        elif config.model_type == "deberta-v2" and not getattr(config, "position_biased_input", True):
+            pass  # relative positions only: any length (the tokenizer's limit still applies)
+        else:
+            limits.append(n)
+    if getattr(tokenizer, "model_max_length", None) and tokenizer.model_max_length < 1_000_000:
+        limits.append(int(tokenizer.model_max_length))
+    return min(limits) if limits else None
+
+
+def load_model(model_cfg, task, tokenizer=None) -> tuple[nn.Module, object]:
+    """Backbone + task head, frozen; returns (model, tokenizer). Which modules train is ``trainable_heads``.
+    transformers' load report goes to run.log; only a module missing from the checkpoint that is not
+    a head (so nothing this run expects to initialise) is a warning on screen."""
     arch = model_cfg.arch
     if arch not in ARCHITECTURES:
         raise ConfigError(f"model.arch={arch!r} is not one of {sorted(ARCHITECTURES)}")
     if task.head not in HEADS:
         raise ConfigError(f"task head {task.head!r} is not one of {sorted(HEADS)}")
-    tok = load_tokenizer(model_cfg)
-    kwargs = dict(task.model_kwargs())
+    tok = tokenizer if tokenizer is not None else load_tokenizer(model_cfg)
     auto = HEADS[task.head]
     if model_cfg.get("tiny"):
-        config = TINY_CONFIGS[arch](len(tok))
-        for k, v in kwargs.items():
-            setattr(config, k, v)
-        model = auto.from_config(config)
+        model = auto.from_config(model_config(model_cfg, tok, task))
         new_modules = set()
     else:
         path = resolve_path(model_cfg)
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[model_cfg.get("dtype", "fp32")]
         try:
-            model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True, **kwargs)
+            with quiet_transformers():
+                model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True, **task.model_kwargs())
         except OSError as e:
             raise DataError(f"cannot load model {path!r} (offline with no local copy? set model.name_or_path to a "
                             f"local folder): {str(e).splitlines()[0]}") from e
         # Modules the checkpoint did not provide were freshly initialised: they must train.
         new_modules = {k.rsplit(".", 1)[0] for k in info.get("missing_keys", [])}
+        log.debug("loaded %s from %s: newly initialised %s; unused checkpoint keys %s", type(model).__name__, path,
+                  sorted(info.get("missing_keys", [])), sorted(info.get("unexpected_keys", [])))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     model.requires_grad_(False)
-    for name in trainable_heads(model, arch) | new_modules:
+    heads = trainable_heads(model, arch)
+    unexpected = sorted(m for m in new_modules if m.split(".")[0] not in heads)
+    if unexpected:
+        log.warning("%s: the checkpoint has no weights for %s; they start from random values and train in full",
+                    model_cfg.get("name"), ", ".join(unexpected))
+    for name in heads | new_modules:
         model.get_submodule(name).requires_grad_(True)
     return model, tok
+
+
+@contextmanager
+def quiet_transformers():
+    """transformers prints a load report (newly initialised head weights) and a progress bar on every
+    load: expected for a fine-tuning run, so kept off the screen (load_model logs what matters)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def trainable_heads(model: nn.Module, arch: str) -> set[str]:

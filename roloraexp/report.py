@@ -4,7 +4,7 @@
     python -m roloraexp.report --all DIR [DIR ...]
 
 Reads every ``results.json`` under the folders given (and nothing else), fills the cells of a
-table spec (``report_tables.py``) and writes ``<out>/<table>.md``, ``.tex`` and ``.csv`` plus the
+table declaration (``roloraexp/tables/``) and writes ``<out>/<table>.md``, ``.tex`` and ``.csv`` plus the
 table's figures. Each cell is mean ± sample std (ddof = 1) over the completed seeds with the
 seed count, then the paper's value and the difference. Files that cannot be read or lack
 required keys are listed as skipped (and printed to stderr), never used; failed runs count as
@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import figures
-from .report_tables import AVG, MEAN_RANK, PARAMS, TABLES, Col, Table
+from .tables import TABLES
+from .tables.spec import ABSENT, AVG, MEAN_RANK, PARAMS, Col, Setting, Table
 
 PUBLISHED_DIR = Path(__file__).resolve().parent.parent / "results" / "published"
 REQUIRED = ("status", "task", "method", "model", "seed")
@@ -91,15 +92,17 @@ def lookup(data: dict, path: str):
 
 
 def matches(data: dict, where: dict) -> bool:
-    """All filters hold. A failed run may have stopped before writing everything (its config,
-    say): a key it lacks does not exclude it, so that its failure shows in the cell."""
+    """All filters hold (a list of values = any of them; ABSENT in it accepts a run without the key).
+    A failed run may have stopped before writing everything (its config, say): a key it lacks does
+    not exclude it, so that its failure shows in the cell."""
     for path, want in where.items():
+        wanted = want if isinstance(want, (list, tuple)) else [want]
         got = lookup(data, path)
         if got is _MISSING:
-            if data.get("status") == "failed":
+            if ABSENT in wanted or data.get("status") == "failed":
                 continue
             return False
-        if got not in (want if isinstance(want, (list, tuple)) else [want]):
+        if got not in wanted:
             return False
     return True
 
@@ -115,20 +118,20 @@ class Filled:
 
 
 def fill(table: Table, runs: list[Run], model: str | None = None) -> Filled:
-    where = {**table.where, **({"model": model} if model else {})}
+    """Each run into every cell whose filters it passes (a run of the model and `table` tags the table reads)."""
+    where = {"model": model or table.model}
     tags = (None, table.id, *table.accept)
+    cell_filters = [(row.key, col, f) for row in table.rows for col in table.cols
+                    if (f := table.filters(row, col)) is not None]
     raw, unmatched = defaultdict(list), []
     for run in runs:
         if run.data.get("table") not in tags or not matches(run.data, where):
             continue
         hit = False
-        for row in table.rows:
-            if not matches(run.data, row.where):
-                continue
-            for col in table.cols:
-                if col.metric != AVG and matches(run.data, col.where):
-                    raw[(row.key, col.key)].append(run)
-                    hit |= col.metric != PARAMS  # the # Params column takes every run of its row
+        for row_key, col, cell_where in cell_filters:
+            if matches(run.data, cell_where):
+                raw[(row_key, col.key)].append(run)
+                hit |= col.metric != PARAMS  # the # Params column takes every run of its row
         if not hit:
             unmatched.append(run)
     cells, duplicates = {}, []
@@ -147,20 +150,28 @@ def fill(table: Table, runs: list[Run], model: str | None = None) -> Filled:
     return Filled(cells, duplicates, unmatched)
 
 
-def value_of(run: Run, col: Col, final: bool):
-    """(value, None) or (None, why not) for one completed run in one column."""
+def ranks_key(data: dict, final: bool) -> str:
+    """The ranks the tables report: at the best evaluation (`best_ranks`), like the metrics; the
+    final `ranks` with --final or for runs written before `best_ranks` existed."""
+    return "ranks" if final or "best_ranks" not in data else "best_ranks"
+
+
+def value_of(run: Run, col: Col, final: bool, reads: str | None = None):
+    """(value, None) or (None, why not) for one completed run in one cell; `reads` = the path of the
+    metrics dict the cell shows (a DyLoRA row's "metrics_by_rank.3"), default best_metrics / metrics."""
     d = run.data
     if col.metric == MEAN_RANK:
-        ranks = d.get("ranks")
-        vals = list(ranks.values()) if isinstance(ranks, dict) else []
+        key = ranks_key(d, final)
+        vals = list(d[key].values()) if isinstance(d.get(key), dict) else []
         if not vals or not all(_is_number(v) for v in vals):
-            return None, "no numeric 'ranks'"
+            return None, f"no numeric {key!r}"
         return sum(vals) / len(vals), None
     if col.metric == PARAMS:
         v = d.get("trainable_params")
         return (v, None) if _is_number(v) else (None, "no 'trainable_params'")
-    source = "metrics" if final else "best_metrics"
-    v = d[source].get(col.metric)
+    source = reads or ("metrics" if final else "best_metrics")
+    metrics = lookup(d, source)
+    v = metrics.get(col.metric) if isinstance(metrics, dict) else None
     if not _is_number(v) or not math.isfinite(v):
         return None, f"no numeric {col.metric!r} in {source} (got {v!r})"
     return v * col.scale, None
@@ -171,13 +182,13 @@ def _is_number(v) -> bool:
 
 
 def load_published(table: Table, published_dir: Path = PUBLISHED_DIR) -> pd.DataFrame:
-    """The paper's CSV, indexed by row key; checked against the spec's rows and columns."""
+    """The paper's CSV, indexed by row key; checked against the declaration's rows and columns."""
     df = pd.read_csv(Path(published_dir) / table.published, dtype={"row": str}).set_index("row")
-    want_rows = list(dict.fromkeys(r.published or r.key for r in table.rows))
+    want_rows = list(dict.fromkeys(r.published or r.key for r in table.rows if not r.extra))
     want_cols = [c.key for c in table.cols]
     if list(df.index) != want_rows or [c for c in want_cols if c not in df.columns]:
         raise ValueError(f"{table.published}: rows {list(df.index)} / columns {list(df.columns)} do not match "
-                         f"the spec of {table.id} (rows {want_rows}, columns {want_cols})")
+                         f"the declaration of {table.id} (rows {want_rows}, columns {want_cols})")
     return df
 
 
@@ -187,17 +198,18 @@ def summarize(table: Table, filled: Filled, expected: int, final: bool,
     pub = load_published(table, published_dir)
     records, failed = [], []
     for row in table.rows:
-        prow = pub.loc[row.published or row.key]
+        prow = pd.Series(dtype=object) if row.extra else pub.loc[row.published or row.key]
         for col in table.cols:
             rec = {"table": table.id, "row": row.key, "row_label": row.label, "col": col.key,
-                   "col_label": col.label, "metric": col.metric, "expected": expected}
+                   "col_label": col.label, "metric": col.metric, "expected": expected, "note": row.note or ""}
+            reads = (table.setting(row, col) or Setting()).reads
             if col.metric == AVG:  # ours is filled below, from the row's other cells
                 records.append({**rec, "published": _num(prow.get(col.key)) * table.published_scale})
                 continue
             values, seeds, n_failed = [], [], 0
             for run in filled.cells.get((row.key, col.key), []):
                 v, why = (None, run.data.get("error") or "status failed") if run.data["status"] == "failed" \
-                    else value_of(run, col, final)
+                    else value_of(run, col, final, reads)
                 if v is None and col.metric == PARAMS:
                     continue  # informational column: a failure is listed once, in its task's cell
                 if v is None:
@@ -211,7 +223,7 @@ def summarize(table: Table, filled: Filled, expected: int, final: bool,
             if col.metric == PARAMS:  # informational: the paper's text (e.g. "442K (0.24%)"), no Δ
                 rec.update(published_text=prow.get("params"), mark=False, seeds="")
             else:
-                rec.update(mark=len(s) < expected or n_failed > 0,
+                rec.update(mark=not row.note and (len(s) < expected or n_failed > 0),  # a row not run: nothing missing
                            published=_num(prow.get(col.key)) * table.published_scale,
                            published_std=_num(prow.get(f"{col.key}_std")) * table.published_scale)
             records.append(rec)
@@ -265,10 +277,13 @@ def cell_parts(rec) -> tuple[str, str]:
     if rec["metric"] == PARAMS:
         pub = rec.get("published_text")
         return _fmt_params(rec["mean"]), f"paper {pub}" if isinstance(pub, str) else ""
-    ours = _fmt(rec["mean"])
-    if not math.isnan(rec.get("std", math.nan)):
-        ours += f" ± {_fmt(rec['std'])}"
-    ours += f" ({int(rec['n'])}/{rec['expected']}){MARK}" if rec["mark"] else f" ({int(rec['n'])})"
+    if rec.get("note"):  # a row this project does not run: no seeds to count
+        ours = "—"
+    else:
+        ours = _fmt(rec["mean"])
+        if not math.isnan(rec.get("std", math.nan)):
+            ours += f" ± {_fmt(rec['std'])}"
+        ours += f" ({int(rec['n'])}/{rec['expected']}){MARK}" if rec["mark"] else f" ({int(rec['n'])})"
     paper = ""
     if not math.isnan(rec.get("published", math.nan)):
         paper = f"paper {_fmt(rec['published'])}"
@@ -285,7 +300,9 @@ def legend(table: Table, expected: int, final: bool) -> list[str]:
         "Each cell: mean ± sample standard deviation (ddof = 1) over the completed seeds, (n) = their number; "
         "under it the paper's value (± its std where printed) and Δ = ours − paper.",
         f"Metric: {'final evaluation (`metrics`, --final)' if final else 'best evaluation of each run (`best_metrics`)'}. "
-        "GLUE scores ×100 (percent); SQuAD and ROUGE are percent already; mean rank = mean of `ranks` over adapters.",
+        "GLUE scores ×100 (percent); SQuAD and ROUGE are percent already; mean rank = mean over adapters of "
+        + ("`ranks` (the final ranks)." if final else
+           "`best_ranks` (the ranks at the best evaluation; `ranks` for runs written without it)."),
         f"Columns: {metrics}.",
         f"{MARK} (n/{expected}): fewer than {expected} completed seeds, or a failed seed in the cell "
         "(missing or failed runs; see below). ALL Avg = mean over tasks (Acc/F1 pairs averaged first), "
@@ -329,6 +346,8 @@ def render(table: Table, df: pd.DataFrame, failed, filled: Filled, skipped, expe
             md.extend(["", f"## {title}", "", *lines])
             tex.extend([f"% {title}:", *(f"%   {line}" for line in lines)])
 
+    section("Rows this project does not run (the paper's numbers only)",
+            [f"- {row.label}: {row.note}" for row in table.rows if row.note])
     section("Failed seeds", [f"- {r} / {c}, seed {s}: {why} (`{p}`)" for r, c, s, p, why in failed])
     section("Duplicate runs (the newest file is kept)",
             [f"- {r} / {c}, seed {s}: kept `{k.path}`; ignored " + ", ".join(f"`{d.path}`" for d in drop)
@@ -341,20 +360,26 @@ def render(table: Table, df: pd.DataFrame, failed, filled: Filled, skipped, expe
     return "\n".join(md) + "\n", "\n".join(tex) + "\n"
 
 
-def draw_figures(table: Table, filled: Filled, out: Path) -> list[Path]:
-    """The table's per-cell figures (ranks / ω, from completed runs) and a memory plot if measured."""
+def draw_figures(table: Table, filled: Filled, out: Path, final: bool = False) -> list[Path]:
+    """The table's per-cell figures (ranks / ω, from completed runs) and a memory plot if measured.
+    The rank figure shows the ranks the table reports (`best_ranks` unless --final)."""
     paths, all_runs = [], {}
     for (row, col), runs in sorted(filled.cells.items()):
         done = [r.data for r in runs if r.data["status"] == "completed"]
         all_runs.update({str(r.path): r.data for r in runs if r.data["status"] == "completed"})
         if col == "params":
             continue
-        for kind, fn in (("ranks", figures.rank_distribution), ("omega", figures.omega_per_adapter)):
-            with_key = [d for d in done if d.get(kind)]
+        reported = [{**d, "ranks": d.get(ranks_key(d, final))} for d in done]
+        best = not final and any("best_ranks" in d for d in done)
+        for kind, fn, runs_of in (("ranks", figures.rank_distribution, reported),
+                                  ("omega", figures.omega_per_adapter, done)):
+            with_key = [d for d in runs_of if d.get(kind)]
             # One figure per row and task: QQP Acc and QQP F1 are the same runs.
             png = out / f"{table.id}_{kind}_{row}_{with_key[0]['task'] if with_key else ''}.png"
             if kind in table.figures and with_key and png not in paths:
-                paths.append(fn(with_key, png))
+                best_title = f"Ranks at the best evaluation: {row}, {with_key[0]['task']}"
+                title = best_title if kind == "ranks" and best else None
+                paths.append(fn(with_key, png, title))
     if any(_is_number(d.get("peak_memory_bytes")) and _is_number(d.get("active_adapters")) for d in all_runs.values()):
         paths.append(figures.memory_vs_active(list(all_runs.values()), out / f"{table.id}_memory.png"))
     return paths
@@ -370,7 +395,7 @@ def build(table_id: str, runs, skipped, dirs, out: Path, expected: int | None = 
     filled = fill(table, runs, model)
     df, failed = summarize(table, filled, expected, final, published_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figs = draw_figures(table, filled, out)
+    figs = draw_figures(table, filled, out, final)
     md, tex = render(table, df, failed, filled, skipped, expected, final, dirs, figs)
     written = [out / f"{table_id}.md", out / f"{table_id}.tex", out / f"{table_id}.csv"]
     written[0].write_text(md)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import traceback
@@ -14,48 +15,75 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, DataError
-from .results import write_json_atomic
+from .results import read_results, write_json_atomic
 
 log = logging.getLogger("roloraexp")
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
-    """Run one configuration; always writes ``results.json`` (``status`` completed or failed)."""
+    """Run one configuration; always writes ``results.json`` (``status`` completed, failed or
+    preempted). A run folder that holds a checkpoint of this config resumes from it
+    (``trainer.resume=auto``); one that holds a completed results.json of it is left as it is."""
     # Heavy imports here, so `--help` and config errors answer fast.
     from accelerate.utils import set_seed
 
-    from .adapters import find_target_modules
+    from .distributed import make_accelerator
     from .methods import build_method
-    from .models import head_prefixes, load_model
+    from .methods.base import count_trainable
+    from .models import load_model, load_tokenizer, max_input_length, model_config
+    from .preemption import Preempted
+    from .provenance import provenance
+    from .resume import load_checkpoint, remove_checkpoints, resolve_checkpoint
     from .tasks import build_task
     from .tracking import Tracker
-    from .methods.base import count_trainable
-    from .train import RunRecord, Trainer
+    from .train import NumericalFault, RunRecord, Trainer, check_trainer_config
 
     out = Path(output_dir) if output_dir is not None else Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # only one process of a data-parallel run writes
     started = time.time()
-    record, tracker, method = RunRecord(), None, None
+    record, tracker, method, preempted = RunRecord(), None, None, None
     result = {"status": "running", "task": cfg.task.name, "method": cfg.method.name, "model": cfg.model.name,
               "seed": cfg.seed, "table": cfg.get("table")}
     try:
+        check_output_dir(out)
+        if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+            raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+        check_trainer_config(cfg.trainer)
+        done = completed_before(cfg, out)
+        if done is not None:
+            log.info("%s already holds a completed run of this config; nothing to do (trainer.resume=never runs it "
+                     "again)", out / "results.json")
+            return done
         set_seed(cfg.seed)
         task = build_task(cfg)
-        method = build_method(cfg)  # validates the method's options before any model is loaded
-        model, tokenizer = load_model(cfg.model, task)
+        method = build_method(cfg)  # validates the method's options before any data or model is read
+        task.read()  # data problems surface before any tokenizer or model is loaded
+        tokenizer = load_tokenizer(cfg.model)
+        config = model_config(cfg.model, tokenizer, task)
+        task.max_input_length = max_input_length(config, tokenizer)
+        targets = check_targets(cfg, task, config)  # on a weightless skeleton: every prepare-time check
         task.load(tokenizer)
-        targets = cfg.method.get("target_modules") or cfg.model.get("target_modules")
-        if not targets:
-            raise ConfigError(f"no target modules: set method.target_modules or model.target_modules for {cfg.model.name}")
-        method.prepare(model, find_target_modules(model, targets, exclude=head_prefixes(model, cfg.model.arch)))
+        accelerator = make_accelerator(cfg.trainer)
+        path = resolve_checkpoint(cfg.trainer, out)
+        checkpoint = load_checkpoint(path, cfg, accelerator.device) if path is not None else None
+        model, _ = load_model(cfg.model, task, tokenizer)
+        method.prepare(model, targets)
         adapters = method.adapters.values()
         result["adapter_shapes"] = {n: {"d_in": a.in_features, "d_out": a.out_features} for n, a in method.adapters.items()}
         result["head_params"] = count_trainable(model) - sum(a.num_adapter_params() for a in adapters)
-        tracker = Tracker(cfg.logger, cfg, out, name=f"{cfg.task.name}-{cfg.method.name}-s{cfg.seed}")
-        Trainer(model, task, method, cfg.trainer, tracker, record, out, cfg.seed).fit()
+        tracker = Tracker(cfg.logger, cfg, out, name=f"{cfg.task.name}-{cfg.method.name}-s{cfg.seed}",
+                          resume_id=checkpoint.get("wandb_id") if checkpoint else None,
+                          enabled=accelerator.is_main_process)
+        Trainer(model, task, method, cfg.trainer, tracker, record, out, cfg.seed, accelerator, checkpoint,
+                run_config=cfg).fit()
         result["status"] = "completed"
-    except (ConfigError, DataError) as e:
+        if main_process and not cfg.trainer.get("keep_checkpoint", False):
+            remove_checkpoints(out)  # done: results.json and the adapter files are what stays
+    except (ConfigError, DataError, NumericalFault) as e:
         result.update(status="failed", error=str(e))
+    except Preempted as e:
+        result.update(status="preempted", error=str(e))
+        preempted = e
     except KeyboardInterrupt:
         result.update(status="failed", error="interrupted")
         raise
@@ -63,21 +91,72 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         result.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
         log.error("run failed:\n%s", traceback.format_exc())
     finally:
-        state = method.state() if method is not None else {}
-        result.update(
-            metrics=record.metrics, best_metrics=record.best_metrics, **state,
-            active_adapters=sum(1 for r in state.get("ranks", {}).values() if r > 0),
-            trainable_params=record.trainable_params, trainable_params_peak=record.trainable_params_peak,
-            peak_memory_bytes=record.peak_memory_bytes, steps=record.steps,
-            wall_time_s=round(time.time() - started, 2),
-            config=OmegaConf.to_container(cfg, resolve=True), history=record.history,
-            method_history=method.history if method is not None else [],
-        )
-        write_json_atomic(out / "results.json", result)
+        if result["status"] != "running" or method is not None:
+            state = method.state() if method is not None else {}
+            result.update(
+                metrics=record.metrics, best_metrics=record.best_metrics, **state,
+                active_adapters=sum(1 for r in state.get("ranks", {}).values() if r > 0),
+                trainable_params=record.trainable_params, trainable_params_peak=record.trainable_params_peak,
+                peak_memory_bytes=record.peak_memory_bytes, steps=record.steps, skipped_steps=record.skipped_steps,
+                world_size=record.world_size, resumed_from=record.resumed_from,
+                wall_time_s=round(time.time() - started, 2),
+                config=OmegaConf.to_container(cfg, resolve=True), history=record.history,
+                method_history=method.history if method is not None else [], provenance=provenance(),
+            )
+            if main_process:
+                write_json_atomic(out / "results.json", result)
         if tracker is not None:
             tracker.summary({"final/" + k: v for k, v in record.metrics.items()})
             tracker.finish(exit_code=0 if result["status"] == "completed" else 1)
+    if preempted is not None:
+        preempted.hand_over()  # after results.json: submitit requeues, or the process exits 128 + signal
     return result
+
+
+def check_output_dir(out: Path) -> None:
+    """The run folder must be writable: found now, not after an hour of training."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"the output folder {out} is not writable ({e.strerror}); set hydra.run.dir") from e
+
+
+def completed_before(cfg: DictConfig, out: Path) -> dict | None:
+    """A completed results.json of this very config in the run folder (trainer.resume=auto only)."""
+    from .resume import config_identity
+
+    if str(cfg.trainer.get("resume", "auto")) != "auto":
+        return None
+    try:
+        previous = read_results(out / "results.json")
+    except (OSError, ValueError):
+        return None
+    if previous.get("status") != "completed" or not isinstance(previous.get("config"), dict):
+        return None
+    return previous if config_identity(previous["config"]) == config_identity(cfg) else None
+
+
+def check_targets(cfg: DictConfig, task, config) -> list[str]:
+    """The adapted modules, and every check a method makes when it injects its adapters (ranks against
+    the matrices, K against the adapters, ...), on a weightless copy of the model: a mistake costs
+    seconds, not a model load."""
+    import torch
+
+    from .adapters import find_target_modules
+    from .methods import build_method
+    from .models import HEADS, head_prefixes
+
+    targets = cfg.method.get("target_modules") or cfg.model.get("target_modules")
+    if not targets:
+        raise ConfigError(f"no target modules: set method.target_modules or model.target_modules for {cfg.model.name}")
+    with torch.device("meta"):
+        skeleton = HEADS[task.head].from_config(config)
+    names = find_target_modules(skeleton, targets, exclude=head_prefixes(skeleton, cfg.model.arch))
+    build_method(cfg).prepare(skeleton, names)
+    return names
 
 
 def print_summary(result: dict, out: Path) -> None:
@@ -113,5 +192,19 @@ def main(cfg: DictConfig) -> float | None:
     return result["metrics"].get("main")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m roloraexp.run [overrides] [-m] [overrides]``: Hydra's command line, with flags and
+    overrides in any order and unknown config names caught before anything runs (roloraexp/cli.py)."""
+    from .cli import group_choice_errors, split_args
+
+    flags, overrides = split_args(sys.argv[1:])
+    errors = group_choice_errors(overrides)
+    if errors:
+        print("\n".join(f"error: {e}" for e in errors), file=sys.stderr)
+        raise SystemExit(2)
+    sys.argv[1:] = flags + overrides
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -11,8 +11,10 @@ from omegaconf import OmegaConf
 
 
 class Tracker:
-    def __init__(self, logger_cfg, cfg, output_dir: Path, name: str):
-        self.mode = logger_cfg.get("mode", "offline")
+    def __init__(self, logger_cfg, cfg, output_dir: Path, name: str, resume_id: str | None = None, enabled: bool = True):
+        """``resume_id``: the W&B run a resumed run continues (``resume="allow"``); ``enabled=False``:
+        log nothing (the other processes of a data-parallel run: only the main one writes)."""
+        self.mode = logger_cfg.get("mode", "offline") if enabled else "disabled"
         if self.mode not in ("online", "offline", "disabled"):
             from .errors import ConfigError
 
@@ -27,7 +29,12 @@ class Tracker:
             project=logger_cfg.get("project", "roloraexp"), entity=logger_cfg.get("entity"), mode=self.mode,
             dir=str(output_dir), name=name, group=logger_cfg.get("group"), tags=list(logger_cfg.get("tags") or []),
             job_type=cfg.method.name, config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous",
+            id=resume_id, resume="allow" if resume_id else None,
         )
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
 
     def log(self, metrics: dict, step: int) -> None:
         if self.run is not None:

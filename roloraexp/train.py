@@ -1,31 +1,44 @@
-"""The training loop: phases × epochs × optimizer steps, on accelerate (device, AMP).
+"""The training loop: phases × epochs × optimizer steps, on accelerate (device, AMP, DDP).
 
 It knows nothing of any method (see methods/base.py for the hooks it calls) or task (it only
 calls ``model(**batch).loss`` and ``task.evaluate``). Everything it learns goes into ``record``
-as it happens, so a run that dies still leaves its history behind.
+as it happens, so a run that dies still leaves its history behind, and it writes a checkpoint of
+the whole run (resume.py) at every evaluation, every phase end and when a stop signal arrives, so
+a run that dies continues where it stopped.
+
+The position of a run is (phase, epoch, optimizer steps done in that epoch). Every step, with its
+evaluations and its checkpoint, is finished before the position moves on, so a checkpoint always
+marks a clean step boundary; the data order of any epoch is a function of (seed, phase, epoch).
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from . import distributed as dist
 from .adapters import apply_remaps
-from .checkpoint import save_state, trainable_state
+from .checkpoint import load_trainable_state, save_state, trainable_state
 from .errors import ConfigError
 from .methods.base import TrainContext, count_trainable
+from .preemption import Preempted, StopSignals
+from .resume import (CHECKPOINT, config_identity, load_optimizer_state, optimizer_state, rng_state, save_checkpoint,
+                     set_rng_state)
 
 log = logging.getLogger(__name__)
+
+
+class NumericalFault(RuntimeError):
+    """A non-finite loss or weight: the run cannot go on (a step the fp16 scaler skipped is not one)."""
 
 
 @dataclass
@@ -39,44 +52,55 @@ class RunRecord:
     trainable_params: int = 0
     trainable_params_peak: int = 0
     peak_memory_bytes: int | None = None
+    skipped_steps: int = 0  # fp16: optimizer steps the loss scaler skipped (overflowing gradients)
+    world_size: int = 1
+    resumed_from: list = field(default_factory=list)  # {"step", "checkpoint"} per resume
 
 
-def make_accelerator(trainer_cfg) -> Accelerator:
-    precision, device = trainer_cfg.precision, trainer_cfg.get("device", "auto")
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise ConfigError(f"trainer.precision must be fp32, fp16 or bf16, got {precision!r}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"trainer.device must be auto, cpu or cuda, got {device!r}")
-    cuda = torch.cuda.is_available() and device != "cpu"
-    if device == "cuda" and not cuda:
-        raise ConfigError("trainer.device=cuda but no CUDA device is available")
-    if precision != "fp32" and not cuda:
-        log.warning("trainer.precision=%s needs CUDA; training in fp32 on CPU", precision)
-        precision = "fp32"
-    mixed = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[precision]
-    # accelerate keeps one process-wide state and refuses a second precision in the same process
-    # (in-process sweeps, tests): each run starts from a clean one.
-    AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(mixed_precision=mixed, cpu=not cuda)
+def check_trainer_config(cfg) -> None:
+    """The loop's settings, checked before any data or model is read."""
+    for key in ("batch_size", "grad_accum", "eval_batch_size"):
+        v = cfg.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"trainer.{key} must be an integer >= 1, got {v!r}")
+    if not isinstance(cfg.lr, (int, float)) or isinstance(cfg.lr, bool) or not cfg.lr > 0:
+        raise ConfigError(f"trainer.lr must be a number > 0, got {cfg.lr!r}")
+    if not (cfg.max_steps and cfg.max_steps > 0) and not (cfg.epochs and cfg.epochs > 0):
+        raise ConfigError(f"the run has no steps: trainer.epochs={cfg.epochs} and trainer.max_steps={cfg.max_steps}; "
+                          f"set one of them above 0")
+    if not 0 <= cfg.warmup_ratio <= 1:
+        raise ConfigError(f"trainer.warmup_ratio must be in [0, 1], got {cfg.warmup_ratio} "
+                          f"(trainer.warmup_steps takes a number of steps)")
+    if cfg.get("warmup_steps") is not None and cfg.warmup_steps < 0:
+        raise ConfigError(f"trainer.warmup_steps must be >= 0 (or null to use warmup_ratio), got {cfg.warmup_steps}")
+    every = cfg.get("checkpoint_every")
+    if every is not None and (not isinstance(every, int) or every < 0):
+        raise ConfigError(f"trainer.checkpoint_every must be null (every evaluation), 0 (never) or a number of "
+                          f"steps, got {every!r}")
 
 
 class Trainer:
-    def __init__(self, model, task, method, cfg_trainer, tracker, record: RunRecord, output_dir: Path | None, seed: int):
+    def __init__(self, model, task, method, cfg_trainer, tracker, record: RunRecord, output_dir: Path | None,
+                 seed: int, accelerator, checkpoint: dict | None = None, run_config=None):
         self.model, self.task, self.method, self.cfg = model, task, method, cfg_trainer
         self.tracker, self.record, self.output_dir, self.seed = tracker, record, output_dir, seed
-        if cfg_trainer.batch_size < 1 or cfg_trainer.grad_accum < 1:
-            raise ConfigError("trainer.batch_size and trainer.grad_accum must be >= 1")
-        if not 0 <= cfg_trainer.warmup_ratio <= 1:
-            raise ConfigError(f"trainer.warmup_ratio must be in [0, 1], got {cfg_trainer.warmup_ratio} "
-                              f"(trainer.warmup_steps takes a number of steps)")
-        if cfg_trainer.get("warmup_steps") is not None and cfg_trainer.warmup_steps < 0:
-            raise ConfigError(f"trainer.warmup_steps must be >= 0 (or null to use warmup_ratio), "
-                              f"got {cfg_trainer.warmup_steps}")
-        self.accelerator = make_accelerator(cfg_trainer)
+        self.accelerator, self.checkpoint, self.run_config = accelerator, checkpoint, run_config
+        check_trainer_config(cfg_trainer)
         self.model.to(self.accelerator.device)
+        self.record.world_size = accelerator.num_processes
         self.best_main = -math.inf
         self.best_state = None
         self.last_eval_step = -1
+        self.position = (0, 0, 0)  # (phase, epoch, steps done in the epoch)
+        self.phase_started = False  # on_phase_start has run for self.position's phase
+        self.last_checkpoint = time.time()
+        self.train_model = model  # the module the training forward goes through (a DDP wrapper on several processes)
+        # The step (1-based) of the first non-finite loss, kept on the device: no sync per step.
+        self.bad_loss_step = torch.full((), -1, dtype=torch.long, device=accelerator.device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
 
     # ------------------------------------------------------------------ data
     def epoch_order(self, phase: int, epoch: int) -> torch.Tensor:
@@ -87,14 +111,21 @@ class Trainer:
         gen = torch.Generator().manual_seed(int(key[0] ^ key[1]) & ((1 << 63) - 1))
         return torch.randperm(len(self.task.train_dataset), generator=gen)
 
-    def epoch_steps(self, phase: int, epoch: int):
-        """The optimizer steps of one epoch, each a list of ``grad_accum`` micro-batches. An epoch whose
-        batches do not divide by grad_accum ends with a shorter step over the leftover micro-batches,
-        as HF Trainer does: leftovers never merge into the next epoch's first step."""
-        loader = DataLoader(self.task.train_dataset, batch_size=self.cfg.batch_size,
-                            sampler=self.epoch_order(phase, epoch).tolist(), collate_fn=self.task.collate,
-                            num_workers=self.cfg.get("num_workers", 0),
-                            pin_memory=self.accelerator.device.type == "cuda", drop_last=False)
+    def epoch_steps(self, phase: int, epoch: int, skip: int = 0):
+        """The optimizer steps of one epoch from step ``skip`` on, each a list of ``grad_accum``
+        micro-batches. An epoch whose batches do not divide by grad_accum ends with a shorter step
+        over the leftover micro-batches, as HF Trainer does: leftovers never merge into the next
+        epoch's first step. On several processes the batches are dealt round-robin (accelerate)."""
+        world = self.accelerator.num_processes
+        order = self.epoch_order(phase, epoch)[skip * self.cfg.grad_accum * self.cfg.batch_size * world:]
+        # A generator of its own: a DataLoader otherwise draws its base seed from the global RNG, which
+        # would make dropout after a resume differ from the uninterrupted run.
+        loader = DataLoader(self.task.train_dataset, batch_size=self.cfg.batch_size, sampler=order.tolist(),
+                            collate_fn=self.task.collate, num_workers=self.cfg.get("num_workers", 0),
+                            pin_memory=self.accelerator.device.type == "cuda", drop_last=False,
+                            generator=torch.Generator())
+        if dist.is_distributed(self.accelerator):
+            loader = self.accelerator.prepare_data_loader(loader, device_placement=False)
         group = []
         for batch in loader:
             group.append(batch)
@@ -106,7 +137,7 @@ class Trainer:
 
     def steps_per_epoch(self) -> int:
         batches = math.ceil(len(self.task.train_dataset) / self.cfg.batch_size)
-        return math.ceil(batches / self.cfg.grad_accum)
+        return math.ceil(math.ceil(batches / self.accelerator.num_processes) / self.cfg.grad_accum)
 
     def phase_steps(self) -> int:
         if self.cfg.max_steps and self.cfg.max_steps > 0:
@@ -127,6 +158,14 @@ class Trainer:
         self.record.trainable_params = n
         self.record.trainable_params_peak = max(self.record.trainable_params_peak, n)
 
+    def _rewrap(self) -> None:
+        """After anything that replaced parameters or changed which ones train: a new DDP wrapper,
+        and the check that every process holds the same rank configuration."""
+        varying = getattr(self.method, "varying_graph", False)
+        unused = varying or any(p.requires_grad and p.numel() == 0 for p in self.model.parameters())
+        self.train_model = dist.wrap(self.accelerator, self.model, find_unused=unused)
+        dist.check_same(self.accelerator, "the rank configuration", self.method.ranks())
+
     def evaluate(self, ctx: TrainContext, epoch: float) -> dict:
         self.last_eval_step = ctx.step
         metrics = self.method.evaluate(lambda: self.task.evaluate(self.model, self.accelerator, self.cfg.eval_batch_size))
@@ -139,13 +178,80 @@ class Trainer:
             self.best_main = metrics["main"]
             self.record.best_metrics = dict(metrics, step=ctx.step, phase=ctx.phase)
             self.best_state = trainable_state(self.model)
-            if self.output_dir is not None and self.cfg.get("save_adapters", True):
+            if self.output_dir is not None and self.is_main and self.cfg.get("save_adapters", True):
                 save_state(self.best_state, self.output_dir / "best_trainable.pt")
         self.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, ctx.step)
         self.tracker.log_state(state, ctx.step)
         log.info("step %d phase %d: %s", ctx.step, ctx.phase,
                  " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         return metrics
+
+    def check_finite(self) -> None:
+        """Fail on a non-finite loss (remembered on the device at the step it happened) or weight."""
+        bad = int(self.bad_loss_step.item())
+        if bad >= 0:
+            raise NumericalFault(f"non-finite training loss at step {bad} (lower trainer.lr, or check the data)")
+        for name, p in self.model.named_parameters():
+            if p.requires_grad and not bool(torch.isfinite(p).all()):
+                raise NumericalFault(f"non-finite trainable weights in {name} at step {self.record.steps} "
+                                     f"(lower trainer.lr or trainer.max_grad_norm)")
+
+    # -------------------------------------------------------------- checkpoints
+    def _param_names(self) -> dict[int, str]:
+        return {id(p): n for n, p in self.model.named_parameters()}
+
+    def save_checkpoint(self, ctx: TrainContext, optimizer, scheduler, running) -> None:
+        if self.output_dir is None or self.cfg.get("checkpoint_every") == 0 and not self.stop.received:
+            return
+        self.check_finite()  # never save a broken state to resume from
+        if self.is_main:
+            started = time.time()
+            names = self._param_names()
+            save_checkpoint(self.output_dir / CHECKPOINT, {
+                "config": config_identity(self.run_config) if self.run_config is not None else {},
+                "position": self.position, "phase_started": self.phase_started,
+                "ctx": {"step": ctx.step, "phase": ctx.phase, "phase_step": ctx.phase_step},
+                "trainable": trainable_state(self.model),
+                "trains": sorted(n for n, p in self.model.named_parameters() if p.requires_grad),
+                "optimizer": optimizer_state(optimizer, names) if optimizer is not None else None,
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None,
+                "rng": rng_state(), "method": self.method.state_dict(), "record": self.record.__dict__,
+                "loop": {"best_main": self.best_main, "best_state": self.best_state,
+                         "last_eval_step": self.last_eval_step, "running": running.detach().cpu(),
+                         "bad_loss_step": self.bad_loss_step.cpu()},
+                "wandb_id": self.tracker.run_id,
+            })
+            log.debug("checkpoint at step %d written in %.2fs", ctx.step, time.time() - started)
+        self.accelerator.wait_for_everyone()
+        self.last_checkpoint = time.time()
+
+    def _checkpoint_due(self, ctx: TrainContext, evaluated: bool) -> bool:
+        every = self.cfg.get("checkpoint_every")
+        if every == 0:
+            return False
+        if every:
+            return ctx.step % every == 0
+        return evaluated or time.time() - self.last_checkpoint > 60 * float(self.cfg.get("checkpoint_minutes", 10))
+
+    def restore(self, ctx: TrainContext) -> None:
+        """Everything but the optimizer (built per phase): tensors, method, record, loop, position."""
+        ck = self.checkpoint
+        load_trainable_state(self.model, ck["trainable"])
+        trains = set(ck["trains"])
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(n in trains)
+        self.method.load_state_dict(ck["method"])
+        self.record.__dict__.update({k: v for k, v in ck["record"].items() if k != "world_size"})
+        loop = ck["loop"]
+        self.best_main, self.best_state, self.last_eval_step = loop["best_main"], loop["best_state"], loop["last_eval_step"]
+        self.bad_loss_step = loop["bad_loss_step"].to(self.accelerator.device)
+        self.position, self.phase_started = tuple(ck["position"]), ck["phase_started"]
+        ctx.step, ctx.phase, ctx.phase_step = ck["ctx"]["step"], ck["ctx"]["phase"], ck["ctx"]["phase_step"]
+        self.record.resumed_from.append({"step": ctx.step, "checkpoint": str(self.output_dir / CHECKPOINT)
+                                         if self.output_dir is not None else None})
+        log.info("resuming at step %d (phase %d, epoch %d, step %d of the epoch)", ctx.step, self.position[0] + 1,
+                 self.position[1] + 1, self.position[2])
 
     # -------------------------------------------------------------------- loop
     def fit(self) -> RunRecord:
@@ -154,59 +260,106 @@ class Trainer:
         total = phase_steps * method.num_phases
         ctx = TrainContext(model=self.model, phase_steps=phase_steps, total_steps=total,
                            log=lambda m: self.tracker.log(m, ctx.step))
-        bar = tqdm(total=total, desc="train", dynamic_ncols=True, mininterval=1, disable=None)
+        if self.checkpoint is not None:
+            self.restore(ctx)
+        bar = tqdm(total=total, initial=ctx.step, desc="train", dynamic_ncols=True, mininterval=1,
+                   disable=None if self.is_main else True)
         start = time.time()
-        for phase in range(method.num_phases):
-            ctx.phase, ctx.phase_step, ctx.best_state = phase, 0, self.best_state
-            method.on_phase_start(ctx)
-            self._track_params()
-            optimizer = method.build_optimizer(self.model, cfg)
-            optimizer = acc.prepare_optimizer(optimizer, device_placement=False)
-            scheduler = get_linear_schedule_with_warmup(optimizer.optimizer, self.warmup_steps(phase_steps), phase_steps)
-            ctx.optimizer = optimizer
-            bar.set_description(f"phase {phase + 1}/{method.num_phases}" if method.num_phases > 1 else "train")
-            self.model.train()
-            running = torch.zeros((), device=acc.device)  # summed on device: no GPU sync per step
-            epoch = 0
-            while ctx.phase_step < phase_steps:
-                for i, micro_batches in enumerate(self.epoch_steps(phase, epoch)):
-                    method.on_step_start(ctx)
-                    for batch in micro_batches:
-                        batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
-                        with acc.autocast():
-                            loss = self.model(**batch).loss
-                            extra = method.extra_loss()
-                            if extra is not None:
-                                loss = loss + extra
-                        # The step's gradient is the mean over its micro-batches (fewer in an epoch's last step).
-                        acc.backward(loss / len(micro_batches))
-                        running += loss.detach().float() / len(micro_batches)
-                    self._optimizer_step(optimizer, scheduler, ctx)
-                    bar.update(1)
-                    if ctx.step % cfg.log_every == 0:  # the mean loss since the last log
-                        mean_loss = running.item() / cfg.log_every
-                        bar.set_postfix(loss=f"{mean_loss:.4f}")
-                        self.tracker.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
-                                          "train/trainable_params": self.record.trainable_params}, ctx.step)
-                        running.zero_()
-                    if cfg.eval_every and ctx.step % cfg.eval_every == 0:
-                        self.evaluate(ctx, epoch + (i + 1) / self.steps_per_epoch())
-                    if ctx.phase_step >= phase_steps:
-                        break
-                epoch += 1
-                if self.last_eval_step != ctx.step:
-                    self.evaluate(ctx, epoch)
-            method.on_phase_end(ctx)
-            self._track_params()
-            self.record.history.append({"phase_end": phase, "step": ctx.step, **method.state(),
-                                        "trainable_params": count_trainable(self.model)})
+        with StopSignals() as self.stop:
+            for phase in range(self.position[0], method.num_phases):
+                self._run_phase(phase, ctx, bar)
         bar.close()
+        self.check_finite()
         if acc.device.type == "cuda":
             self.record.peak_memory_bytes = torch.cuda.max_memory_allocated(acc.device)
         log.info("trained %d steps in %.1fs", ctx.step, time.time() - start)
-        if self.output_dir is not None and cfg.get("save_adapters", True):
+        if self.output_dir is not None and self.is_main and cfg.get("save_adapters", True):
             save_state(trainable_state(self.model), self.output_dir / "final_trainable.pt")
         return self.record
+
+    def _run_phase(self, phase: int, ctx: TrainContext, bar) -> None:
+        acc, cfg, method = self.accelerator, self.cfg, self.method
+        phase_steps, resumed = ctx.phase_steps, self.phase_started and self.checkpoint is not None
+        if not resumed:
+            self.position, ctx.phase, ctx.phase_step, ctx.best_state = (phase, 0, 0), phase, 0, self.best_state
+            method.on_phase_start(ctx)
+            self.phase_started = True
+        ctx.best_state = self.best_state
+        self._track_params()
+        self._rewrap()
+        optimizer = acc.prepare_optimizer(method.build_optimizer(self.model, cfg), device_placement=False)
+        scheduler = get_linear_schedule_with_warmup(optimizer.optimizer, self.warmup_steps(phase_steps), phase_steps)
+        running = torch.zeros((), device=acc.device)  # summed on device: no GPU sync per step
+        if resumed:
+            self._restore_optimizer(optimizer, scheduler, running)
+        self.checkpoint = None  # consumed: later phases start fresh
+        ctx.optimizer = optimizer
+        bar.set_description(f"phase {phase + 1}/{method.num_phases}" if method.num_phases > 1 else "train")
+        self.model.train()
+        per_epoch = self.steps_per_epoch()
+        _, epoch, skip = self.position
+        while ctx.phase_step < phase_steps:
+            for i, micro_batches in enumerate(self.epoch_steps(phase, epoch, skip), start=skip):
+                self._step(micro_batches, optimizer, scheduler, ctx, running)
+                bar.update(1)
+                end_of_epoch = i + 1 == per_epoch or ctx.phase_step >= phase_steps
+                self.position = (phase, epoch + 1, 0) if end_of_epoch else (phase, epoch, i + 1)
+                if ctx.step % cfg.log_every == 0:  # the mean loss since the last log
+                    self.check_finite()
+                    mean_loss = running.item() / cfg.log_every
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    self.tracker.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
+                                      "train/trainable_params": self.record.trainable_params}, ctx.step)
+                    running.zero_()
+                evaluated = bool(cfg.eval_every and ctx.step % cfg.eval_every == 0) or end_of_epoch
+                if evaluated:
+                    self.evaluate(ctx, epoch + (i + 1) / per_epoch)
+                stop = dist.any_process(acc, self.stop.received is not None)
+                if stop or self._checkpoint_due(ctx, evaluated):
+                    self.save_checkpoint(ctx, optimizer, scheduler, running)
+                if stop:
+                    raise Preempted(self.stop.received or 15, ctx.step, self.stop.previous(self.stop.received or 15))
+                if end_of_epoch:
+                    break
+            epoch, skip = epoch + 1, 0
+        method.on_phase_end(ctx)
+        self._track_params()
+        self.record.history.append({"phase_end": phase, "step": ctx.step, **method.state(),
+                                    "trainable_params": count_trainable(self.model)})
+        dist.check_same(acc, "the rank configuration", method.ranks())
+        self.position, self.phase_started = (phase + 1, 0, 0), False
+        self.save_checkpoint(ctx, None, None, running)
+
+    def _restore_optimizer(self, optimizer, scheduler, running) -> None:
+        ck = self.checkpoint
+        where = self.output_dir / CHECKPOINT if self.output_dir is not None else CHECKPOINT
+        if ck["optimizer"] is not None:
+            load_optimizer_state(optimizer, ck["optimizer"], self._param_names(), where)
+            scheduler.load_state_dict(ck["scheduler"])
+        if ck["scaler"] is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(ck["scaler"])
+        running.copy_(ck["loop"]["running"])
+        set_rng_state(ck["rng"])  # last: building the optimizer must not shift the generators
+
+    def _step(self, micro_batches, optimizer, scheduler, ctx: TrainContext, running) -> None:
+        acc, method = self.accelerator, self.method
+        method.on_step_start(ctx)
+        for j, batch in enumerate(micro_batches):
+            batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
+            # DDP all-reduces the gradients once per optimizer step, at its last micro-batch.
+            sync = j == len(micro_batches) - 1 or not dist.is_distributed(acc)
+            with (nullcontext() if sync else acc.no_sync(self.train_model)), acc.autocast():
+                loss = self.train_model(**batch).loss
+                extra = method.extra_loss()
+                if extra is not None:
+                    loss = loss + extra
+                # The step's gradient is the mean over its micro-batches (fewer in an epoch's last step).
+                acc.backward(loss / len(micro_batches))
+            loss = loss.detach().float()
+            self.bad_loss_step = torch.where((self.bad_loss_step < 0) & ~torch.isfinite(loss),
+                                             torch.full_like(self.bad_loss_step, ctx.step + 1), self.bad_loss_step)
+            running += loss / len(micro_batches)
+        self._optimizer_step(optimizer, scheduler, ctx)
 
     def _optimizer_step(self, optimizer, scheduler, ctx: TrainContext) -> None:
         acc, cfg = self.accelerator, self.cfg
@@ -219,6 +372,11 @@ class Trainer:
         self.method.before_optimizer_step(ctx)
         optimizer.step()
         ctx.step_skipped = bool(getattr(optimizer, "step_was_skipped", False))  # fp16 overflow
+        if ctx.step_skipped:
+            self.record.skipped_steps += 1
+            # The scaler skipped the step: an overflowing fp16 loss there is not a fault.
+            self.bad_loss_step = torch.where(self.bad_loss_step == ctx.step + 1, torch.full_like(self.bad_loss_step, -1),
+                                             self.bad_loss_step)
         ctx.step += 1
         ctx.phase_step += 1
         self.record.steps = ctx.step
@@ -226,5 +384,6 @@ class Trainer:
         if remaps:
             apply_remaps(optimizer, remaps)
             self._track_params()
+            self._rewrap()
         scheduler.step()  # after the hook: methods read the learning rate this step used
         self.model.zero_grad(set_to_none=True)

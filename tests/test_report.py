@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from roloraexp import figures, report
-from roloraexp.report_tables import TABLES
+from roloraexp.tables import TABLES
 
 
 def write_run(root, name, *, task="mrpc", method="lora", seed=1, value=0.9, final=None, metric="accuracy",
@@ -171,6 +171,81 @@ def test_weightlora_scale_avg_params_and_figures(tmp_path):
     assert "12.3K<br>*paper 12.3K (0.007%)*" in md
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert pngs == ["weightlora-table1_memory.png"] + [f"weightlora-table1_omega_wlora_k1_{t}.png" for t in sorted(tasks)]
+
+
+def test_rolora_table4_reads_best_ranks_and_falls_back_to_ranks(tmp_path):
+    """Table 4 reports the ranks at each run's best evaluation (`best_ranks`, like the metrics);
+    a results.json written before `best_ranks` existed gives its final `ranks`; --final uses `ranks`."""
+    root = tmp_path / "runs"
+    names = [f"roberta.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")]
+    rolora = {"method": {"name": "rolora", "rank": 8}, "sparsifier": {"name": "adalora"}}
+    for seed, final, best in ((1, [8, 8, 8, 8], [2, 4, 6, 8]), (2, [3, 3, 3, 3], [1, 1, 1, 1]), (3, [4, 4, 6, 6], None)):
+        write_run(root, f"s{seed}", method="rolora", seed=seed, config=rolora, ranks=dict(zip(names, final)),
+                  **({"best_ranks": dict(zip(names, best))} if best else {}))
+    for flag, expected in (([], [5, 1, 5]), (["--final"], [8, 3, 5])):
+        out = tmp_path / ("final" if flag else "best")
+        assert report.main(["rolora-table4", str(root), "--out", str(out), "--seeds", "3", *flag]) == 0
+        mrpc = cell(pd.read_csv(out / "rolora-table4.csv"), "rolora", "mrpc")
+        assert (mrpc["mean"], mrpc["n"]) == (pytest.approx(statistics.mean(expected)), 3)
+        assert mrpc["published"] == pytest.approx(5.5)
+        assert _is_png(out / "rolora-table4_ranks_rolora_mrpc.png")
+    assert "`best_ranks` (the ranks at the best evaluation" in (tmp_path / "best" / "rolora-table4.md").read_text()
+
+
+def test_weightlora_table1_adalora_as_run_row(tmp_path):
+    """AdaLoRA run with method.allocate=false fills "AdaLoRA (as run: no allocation)", compared with the
+    paper's AdaLoRA numbers; ordinary AdaLoRA runs (allocate true, or files from before the option)
+    fill the AdaLoRA row; neither fills the other."""
+    root = tmp_path / "runs"
+    common = dict(task="mnli", method="adalora", model="deberta_v3_base", table="weightlora-table1",
+                  metric="matched_accuracy")
+    for name, seed, value, allocate in (("as_run", 1, 0.80, False), ("allocating", 1, 0.85, True),
+                                        ("older", 2, 0.87, None)):
+        method = {"name": "adalora", "rank": 8, **({} if allocate is None else {"allocate": allocate})}
+        write_run(root, name, seed=seed, value=value, config={"method": method}, **common)
+    runs, _ = report.load_runs([root])
+    table = TABLES["weightlora-table1"]
+    filled = report.fill(table, runs)
+    assert [r.path.parent.name for r in filled.cells[("adalora_as_run", "mnli")]] == ["as_run"]
+    assert sorted(r.path.parent.name for r in filled.cells[("adalora", "mnli")]) == ["allocating", "older"]
+    df, _ = report.summarize(table, filled, 5, False)
+    as_run, ada = cell(df, "adalora_as_run", "mnli"), cell(df, "adalora", "mnli")
+    assert as_run["mean"] == pytest.approx(80.0) and ada["mean"] == pytest.approx(86.0)
+    assert as_run["published"] == ada["published"] == pytest.approx(83.90)
+    assert list(df[df["col"] == "mnli"]["row"][:5]) == ["full_ft", "lora", "adalora", "adalora_as_run", "increlora"]
+    # Rows this project does not run: empty, not marked as missing seeds, and said why.
+    increlora = cell(df, "increlora", "mnli")
+    assert increlora["n"] == 0 and not increlora["mark"] and increlora["note"]
+
+
+def test_a_row_reads_one_rank_of_a_run_and_extra_rows_have_no_paper_value(tmp_path):
+    """A DyLoRA-style row scores one model at several ranks: rows r=1 and r=2 read
+    `metrics_by_rank[r]` of the same run (trained at rank 2), beside LoRA trained at each rank;
+    a row the paper does not print (`extra`) needs no CSV row and shows no paper value."""
+    from roloraexp.tables.columns import glue_cols
+    from roloraexp.tables.spec import Row, Table
+
+    table = Table("demo-dylora", "Demo", "demo.csv", "roberta_base", "rolora/roberta_base/{task}",
+                  (*(Row(f"r{r}_lora", f"LoRA r={r}", run="lora", rank=r) for r in (1, 2)),
+                   *(Row(f"r{r}_dylora", f"DyLoRA r={r}", run="dylora", rank=2, reads=f"metrics_by_rank.{r}")
+                     for r in (1, 2)),
+                   Row("extra_lora", "LoRA (ours)", run="lora", rank=2, extra=True)),
+                  glue_cols(["rte"]), seeds=1)
+    assert [(g.key, g.rank) for g in table.grid()] == [("lora", 1), ("lora", 2), ("dylora", 2)]
+    (tmp_path / "demo.csv").write_text("row,label,rte\nr1_lora,LoRA r=1,50.0\nr2_lora,LoRA r=2,60.0\n"
+                                       "r1_dylora,DyLoRA r=1,70.0\nr2_dylora,DyLoRA r=2,80.0\n")
+    root = tmp_path / "runs"
+    write_run(root, "lora1", task="rte", rank=1, value=0.61, table="demo-dylora")
+    write_run(root, "lora2", task="rte", rank=2, value=0.62, table="demo-dylora")
+    write_run(root, "dylora", task="rte", method="dylora", rank=2, value=0.99, table="demo-dylora",
+              metrics_by_rank={"1": {"accuracy": 0.71}, "2": {"accuracy": 0.72}})
+    runs, _ = report.load_runs([root])
+    df, failed = report.summarize(table, report.fill(table, runs), 1, False, published_dir=tmp_path)
+    means = {r: cell(df, r, "rte")["mean"] for r in ("r1_lora", "r2_lora", "r1_dylora", "r2_dylora", "extra_lora")}
+    assert means == pytest.approx({"r1_lora": 61.0, "r2_lora": 62.0, "r1_dylora": 71.0, "r2_dylora": 72.0,
+                                   "extra_lora": 62.0})
+    assert cell(df, "r2_dylora", "rte")["published"] == 80.0 and math.isnan(cell(df, "extra_lora", "rte")["published"])
+    assert not failed
 
 
 def test_all_builds_only_tables_with_results(runs, tmp_path, capsys):

@@ -1,7 +1,8 @@
-"""The paper-table targets (make/tables.mk + scripts/sweep.py): every target expands into runs whose
-configs compose, every experiment config composes with the papers' values, a scaled-down target runs
-end to end, writes its table and figures and skips its finished runs when run again; and the
-gradient-norm script (ROLoRA Fig. 3) writes its JSON and figure."""
+"""The paper-table targets (make/tables.mk + roloraexp/tables/sweep.py): every target expands into runs
+whose configs compose and land in the report cells that asked for them, every experiment config
+composes with the papers' values, a scaled-down target runs end to end, writes its table and figures
+and skips its finished runs when run again; and the gradient-norm script (ROLoRA Fig. 3) writes its
+JSON and figure."""
 import importlib.util
 import json
 import math
@@ -15,6 +16,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import REPO, SHARED_DATA, compose_config
+from roloraexp import report
+from roloraexp.tables import TABLES as DECLARED, sweep
 
 
 def _load(name: str):
@@ -24,11 +27,12 @@ def _load(name: str):
     return module
 
 
-sweep = _load("sweep")
-TABLES = list(sweep.TABLES)
+TABLES = list(DECLARED)
 EXPERIMENTS = sorted(str(p.relative_to(REPO / "conf" / "experiment").with_suffix(""))
                      for p in (REPO / "conf" / "experiment").rglob("*.yaml"))
-COMPOSED: set = set()
+COMPOSED: dict = {}   # a cell's overrides (rank, K, seed as keys) -> its composed config
+# m10 adds method.allocate (issue 10); until then WeightLoRA Table 1's "AdaLoRA (as run)" row cannot compose.
+HAS_ALLOCATE = "allocate" in yaml.safe_load((REPO / "conf" / "method" / "adalora.yaml").read_text())
 ENV = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
 
 
@@ -40,12 +44,11 @@ def make(*args, cwd=REPO):
 
 
 def test_every_table_has_a_target_and_a_report_spec():
-    from roloraexp.report_tables import TABLES as SPECS
-
-    assert set(TABLES) == {f"{p}-table{i}" for p in ("rolora", "weightlora") for i in range(1, 7)} <= set(SPECS)
+    # One declaration per table drives the grid, the report and the target list (more tables come).
+    assert {f"{p}-table{i}" for p in ("rolora", "weightlora") for i in range(1, 7)} <= set(TABLES)
     mk = (REPO / "make" / "tables.mk").read_text()
-    assert "$(TABLES):" in mk and "tables-help" in mk
-    methods = {row.method for parts in sweep.TABLES.values() for part in parts for row in part.methods}
+    assert "$(TABLES):" in mk and "tables-help" in mk and "roloraexp.tables --names" in mk
+    methods = {run.method for table in DECLARED.values() for run in table.grid()}
     existing = {p.stem for p in (REPO / "conf" / "method").glob("*.yaml")}
     assert methods - existing <= {"full_ft"}, "a grid names a method with no conf/method/*.yaml"
 
@@ -66,18 +69,60 @@ def test_make_dry_run_prints_the_multiruns_and_their_configs_compose(tmp_path, t
     assert len({c.dir for c in cells}) == len(cells), "two cells share a run folder"
     # Compose each distinct (experiment, method overrides, keys) once: ranks, K and seeds are plain values.
     for c in cells:
+        if "method.allocate=false" in c.overrides and not HAS_ALLOCATE:
+            continue
         key = tuple(o if o.split("=")[0] not in ("method.rank", "method.k", "seed") else o.split("=")[0]
                     for o in c.overrides)
-        if key in COMPOSED:   # tables share cells (Tables 4 and 5 read Table 1's)
+        fresh = key not in COMPOSED
+        cfg = COMPOSED[key] = COMPOSED.get(key) or compose_config(*c.overrides)
+        _lands_in_the_cells_that_asked_for_it(DECLARED[table], c, cfg)
+        if not fresh:   # tables share cells (Tables 4 and 5 read Table 1's)
             continue
-        COMPOSED.add(key)
-        cfg = compose_config(*c.overrides)
         assert (cfg.task.name, cfg.method.name, cfg.model.name, cfg.table) == (c.task, c.row.method, c.model, c.folder)
         assert cfg.seed == 1 and ("method.rank" not in c.swept or cfg.method.rank == int(c.swept["method.rank"]))
         assert "method.k" not in c.swept or cfg.method.k == int(c.swept["method.k"])
         if "sparsifier=adalora" in c.overrides or cfg.method.name == "rolora":
             assert cfg.sparsifier.name in ("adalora", "sora")
         assert isinstance(OmegaConf.to_container(cfg.trainer, resolve=True)["lr"], float)
+
+
+def _lands_in_the_cells_that_asked_for_it(table, c, cfg):
+    """The run a grid cell makes, as results.json would record it (`cfg` composed for a cell that
+    differs at most in R, K and seed), fills exactly the report cells whose rows asked for that run:
+    the sweep and the report read one declaration."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["method"].update({k.split(".")[1]: int(c.swept[k]) for k in ("method.rank", "method.k") if k in c.swept})
+    data = {"status": "completed", "task": c.task, "method": cfg.method.name, "model": cfg.model.name, "seed": 1,
+            "table": c.folder, "config": config, "metrics": {}, "best_metrics": {}}
+    got = set(report.fill(table, [report.Run(Path("results.json"), 0.0, data)]).cells)
+    here = (c.folder, c.row.run_key, c.task, c.swept.get("method.rank"), c.swept.get("method.k"))
+    def run_of(row, s, col):
+        return (row.source or table.id, row.run_key, col.task, *(None if v is None else str(v) for v in (s.rank, s.k)))
+
+    asked = {(row.key, col.key) for row in table.rows for col in table.cols
+             if not col.derived and (s := table.setting(row, col)) is not None and run_of(row, s, col) == here}
+    asked |= {(r, col.key) for r, _ in asked for col in table.cols if col.metric == "trainable_params"}
+    assert asked and got == asked, (c.dir, got ^ asked)
+
+
+def test_declarations_agree_on_shared_runs():
+    """Tables that reuse another table's runs ask for them with the same overrides (else the sweep of
+    one would mark the other's cells as changed and run them again)."""
+    seen = {}
+    for table in TABLES:
+        for c in sweep.plan(table, sweep.parse_args([table, "--seeds", "1", "--runs", "/nonexistent"])):
+            assert seen.setdefault(c.dir, c.overrides) == c.overrides, (table, c.dir)
+    assert sum(str(d).startswith("/nonexistent/rolora-table1/") for d in seen) == 5 * 8
+
+
+def test_weightlora_table1_runs_adalora_as_run_beside_adalora(capsys):
+    """The second AdaLoRA row (issue 10): its own multirun and folder, AdaLoRA without reallocation."""
+    assert sweep.main(["weightlora-table1", "--seeds", "1", "--runs", "/nonexistent", "--dry-run"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "method=adalora " in line]
+    assert len(lines) == 2
+    as_run = next(line for line in lines if "method.allocate=false" in line)
+    assert "adalora_as_run_r${method.rank}/seed${seed}" in as_run and "table=weightlora-table1" in as_run
+    assert "hydra.sweep.dir=/nonexistent/weightlora-table1" in as_run
 
 
 def test_cells_group_into_grids_and_a_ragged_rest_splits():

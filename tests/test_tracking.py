@@ -6,6 +6,8 @@ from roloraexp.tracking import Tracker
 
 
 class FakeRun:
+    id = "fake"
+
     def __init__(self):
         self.logged, self.summary = [], {}
 
@@ -19,7 +21,7 @@ class FakeRun:
 def test_every_evaluation_logs_metrics_ranks_and_omega(tmp_path, monkeypatch):
     runs = []
 
-    def fake_init(self, logger_cfg, cfg, output_dir, name):
+    def fake_init(self, logger_cfg, cfg, output_dir, name, **kwargs):
         self.mode, self.run = "offline", FakeRun()
         runs.append(self.run)
 

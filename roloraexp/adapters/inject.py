@@ -21,15 +21,22 @@ def find_target_modules(model: nn.Module, targets: Iterable[str], exclude: Itera
     targets, exclude = list(targets), tuple(exclude)
     if not targets:
         raise ConfigError("target_modules is empty: name at least one module to adapt")
-    found, hit = [], set()
+    found, hit, in_head = [], set(), set()
     for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or any(_matches_prefix(name, e) for e in exclude):
+        if not isinstance(module, nn.Linear):
+            continue
+        if any(_matches_prefix(name, e) for e in exclude):
+            in_head.update(t for t in targets if _matches(name, t) or _matches_prefix(name, t))
             continue
         matched = [t for t in targets if _matches(name, t)]
         if matched:  # "output.dense" and "dense" may both name one layer: wrap it once
             found.append(name)
             hit.update(matched)
     missing = [t for t in targets if t not in hit]
+    heads = [t for t in missing if t in in_head]
+    if heads:
+        raise ConfigError(f"target modules {heads} name the task head ({', '.join(exclude)}), which trains in full "
+                          f"beside the adapters: adapt backbone layers instead")
     if missing:
         linear = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
         raise ConfigError(f"target modules {missing} match no linear layer of {type(model).__name__}; "

@@ -105,7 +105,11 @@ class Method:
         return int(self.cfg.rank)
 
     def make_adapter(self, name: str, linear: nn.Linear) -> LowRankLinear:
-        return LowRankLinear(linear, self.initial_rank(name, linear), alpha=self.cfg.alpha,
+        rank, full = self.initial_rank(name, linear), min(linear.in_features, linear.out_features)
+        if rank > full:  # components past full rank are linearly dependent: they add parameters, not capacity
+            raise ConfigError(f"rank {rank} exceeds what the {linear.out_features} x {linear.in_features} matrix "
+                              f"{name} allows (at most {full}): lower method.rank (or method.init_rank)")
+        return LowRankLinear(linear, rank, alpha=self.cfg.alpha,
                              dropout=self.cfg.get("dropout", 0.0), gate=self.uses_gate, omega=self.uses_omega,
                              init=self.adapter_init, rslora=self.cfg.get("rslora", False))
 
@@ -212,11 +216,17 @@ class Method:
 
 
 def _attrs_state(obj, attrs: tuple[str, ...]) -> dict:
+    """A checkpoint of ``obj``'s listed attributes: an object with its own ``state_dict`` (a sparsifier)
+    through it, a random generator through its state, anything else as a deep copy."""
     out = {}
     for a in attrs:
         v = getattr(obj, a)
-        out[a] = v.state_dict() if hasattr(v, "state_dict") and not isinstance(v, (nn.Module, torch.Tensor)) \
-            else copy.deepcopy(v)
+        if isinstance(v, torch.Generator):
+            out[a] = {"generator_state": v.get_state(), "generator_device": str(v.device)}
+        elif hasattr(v, "state_dict") and not isinstance(v, (nn.Module, torch.Tensor)):
+            out[a] = v.state_dict()
+        else:
+            out[a] = copy.deepcopy(v)
     return out
 
 
@@ -226,8 +236,13 @@ def _load_attrs_state(obj, attrs: tuple[str, ...], state: dict) -> None:
         raise ConfigError(f"the checkpoint lacks the state {missing} of {type(obj).__name__}: it was written by "
                           f"another method or version")
     for a in attrs:
-        v = getattr(obj, a)
-        if hasattr(v, "load_state_dict") and not isinstance(v, (nn.Module, torch.Tensor)):
-            v.load_state_dict(state[a])
+        v, saved = getattr(obj, a), state[a]
+        if isinstance(saved, dict) and set(saved) == {"generator_state", "generator_device"}:
+            if not isinstance(v, torch.Generator):  # created lazily in the saved run: make it now
+                v = torch.Generator(device=saved["generator_device"])
+                setattr(obj, a, v)
+            v.set_state(saved["generator_state"])
+        elif hasattr(v, "load_state_dict") and not isinstance(v, (nn.Module, torch.Tensor)):
+            v.load_state_dict(saved)
         else:
-            setattr(obj, a, copy.deepcopy(state[a]))
+            setattr(obj, a, copy.deepcopy(saved))

@@ -5,12 +5,15 @@ methods never see the task. A task is chosen by ``conf/task/*.yaml`` (``_target_
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
 
 
 class Task:
@@ -24,6 +27,8 @@ class Task:
         self.train_dataset: Dataset | None = None
         self.eval_datasets: dict[str, Dataset] = {}
         self.tokenizer = None
+        self.max_input_length: int | None = None  # the model's position limit (run.py sets it)
+        self._capped: set[str] = set()
 
     def data_path(self, p) -> Path:
         """A user-given file: as given when it exists (or is absolute), else under ``data_dir``."""
@@ -36,9 +41,29 @@ class Task:
         """Extra ``from_pretrained`` / config kwargs for the head (num_labels, problem_type...)."""
         return {}
 
+    def read(self) -> None:
+        """Read and check the raw data (files or hub), before any tokenizer or model is loaded, so a
+        data problem costs the user seconds, not a model download."""
+        raise TypeError(f"{type(self).__name__} must define read()")
+
     def load(self, tokenizer) -> None:
-        """Read and tokenize the data: fill ``train_dataset`` and ``eval_datasets``."""
+        """Tokenize what :meth:`read` found (reading it first if needed): fill ``train_dataset`` and
+        ``eval_datasets``."""
         raise TypeError(f"{type(self).__name__} must define load()")
+
+    def cap_length(self, key: str, default: int) -> int:
+        """``task.<key>`` (a token length), capped to what the model can take (``max_input_length``,
+        set by the run from the model's position table): longer inputs would index past it. Says so
+        once, as a warning."""
+        value = int(self.cfg.get(key) or default)
+        limit = self.max_input_length
+        if limit is not None and value > limit:
+            if key not in self._capped:
+                log.warning("task.%s=%d exceeds the %d positions the model takes: inputs are truncated to %d tokens",
+                            key, value, limit, limit)
+                self._capped.add(key)
+            return limit
+        return value
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         raise TypeError(f"{type(self).__name__} must define collate()")

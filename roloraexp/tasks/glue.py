@@ -143,6 +143,7 @@ class GlueTask(Task):
         self.main_metric = self.spec.main_metric
         self.is_regression = self.name == "stsb"
         self.collator = None
+        self._rows: tuple[Rows, dict[str, Rows]] | None = None  # read(): (train, eval splits), untokenized
 
     def model_kwargs(self) -> dict:
         if self.is_regression:
@@ -151,13 +152,19 @@ class GlueTask(Task):
                 "problem_type": "single_label_classification"}
 
     # ---- data ----
-    def load(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-        self.collator = DataCollatorWithPadding(tokenizer)
+    def read(self) -> None:
         train, evals = self._read_local() if self.data_dir is not None else self._read_hub()
         cfg = self.cfg
         train = seeded_subset(train, cfg.get("max_train_samples"), self.seed)
         evals = {k: seeded_subset(v, cfg.get("max_eval_samples"), self.seed) for k, v in evals.items()}
+        self._rows = (train, evals)
+
+    def load(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.collator = DataCollatorWithPadding(tokenizer)
+        if self._rows is None:
+            self.read()
+        train, evals = self._rows
         self.train_dataset = self._tokenize(train)
         self.eval_datasets = {k: self._tokenize(v) for k, v in evals.items()}
         log.info("GLUE %s: %d train, eval %s", self.name, len(self.train_dataset),
@@ -166,7 +173,7 @@ class GlueTask(Task):
     def _tokenize(self, rows: Rows) -> TokenizedDataset:
         # One batched call: fast tokenizers encode the whole list in Rust. No padding here.
         args = (rows.text_a,) if rows.text_b is None else (rows.text_a, rows.text_b)
-        enc = self.tokenizer(*args, truncation=True, max_length=int(self.cfg.get("max_seq_length", 128)))
+        enc = self.tokenizer(*args, truncation=True, max_length=self.cap_length("max_seq_length", 128))
         return TokenizedDataset({**{k: list(v) for k, v in enc.items()}, "labels": list(rows.labels)})
 
     def _task_dir(self) -> Path:

@@ -87,6 +87,7 @@ class SquadTask(Task):
         self.v2 = bool(cfg.get("version_2_with_negative", False))
         self.eval_examples: dict[str, list[dict]] = {}
         self.eval_features: dict[str, list[dict]] = {}
+        self._examples: tuple[list[dict], list[dict]] | None = None  # read(): (train, eval), untokenized
 
     # ------------------------------------------------------------------ data
     def _local(self, which: str) -> Path | None:
@@ -137,10 +138,15 @@ class SquadTask(Task):
             eval_ex = eval_ex[: int(cfg.max_eval_samples)]
         return train_ex, eval_ex
 
+    def read(self) -> None:
+        self._examples = self.read_examples()
+
     def load(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        train_ex, eval_ex = self.read_examples()
-        kw = dict(max_seq_length=int(self.cfg.get("max_seq_length", 384)), doc_stride=int(self.cfg.get("doc_stride", 128)))
+        if self._examples is None:
+            self.read()
+        train_ex, eval_ex = self._examples
+        kw = dict(max_seq_length=self.cap_length("max_seq_length", 384), doc_stride=int(self.cfg.get("doc_stride", 128)))
         self.train_dataset = _Features(prepare_features(tokenizer, train_ex, train=True, **kw),
                                        MODEL_INPUTS + ("start_positions", "end_positions"))
         self.eval_examples = {"validation": eval_ex}

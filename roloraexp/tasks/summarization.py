@@ -109,6 +109,7 @@ class SummarizationTask(Task):
     def __init__(self, cfg, data_dir=None, seed=0):
         super().__init__(cfg, data_dir, seed)
         self.eval_references: dict[str, list[str]] = {}
+        self._rows: tuple[list[dict], list[dict]] | None = None  # read(): (train, eval), untokenized
 
     # ------------------------------------------------------------------ data
     def _local(self, which: str) -> list[dict] | None:
@@ -166,17 +167,22 @@ class SummarizationTask(Task):
 
     def _encode(self, rows: list[dict]) -> list[dict]:
         prefix = self.cfg.get("source_prefix") or ""  # "summarize: " for T5-style models
-        src = self.tokenizer([prefix + r["document"] for r in rows], max_length=int(self.cfg.get("max_source_length", 1024)),
+        src = self.tokenizer([prefix + r["document"] for r in rows], max_length=self.cap_length("max_source_length", 1024),
                              truncation=True)
         # Targets as one line: sentence breaks only matter to rougeLsum, which reads the references.
         tgt = self.tokenizer(text_target=[" ".join(r["summary"].split()) for r in rows],
-                             max_length=int(self.cfg.get("max_target_length", 128)), truncation=True)
+                             max_length=self.cap_length("max_target_length", 128), truncation=True)
         return [{"input_ids": i, "attention_mask": a, "labels": l}
                 for i, a, l in zip(src["input_ids"], src["attention_mask"], tgt["input_ids"])]
 
+    def read(self) -> None:
+        self._rows = self.read_examples()
+
     def load(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        train_rows, eval_rows = self.read_examples()
+        if self._rows is None:
+            self.read()
+        train_rows, eval_rows = self._rows
         self.train_dataset = _Rows(self._encode(train_rows))
         self.eval_datasets = {"validation": _Rows(self._encode(eval_rows))}
         self.eval_references = {"validation": [r["summary"] for r in eval_rows]}

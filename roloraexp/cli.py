@@ -1,0 +1,78 @@
+"""The command line in front of Hydra's: what a user types works as typed.
+
+* Hydra's argument parser (argparse, one ``nargs="*"`` positional for the overrides) rejects
+  overrides on both sides of a flag: ``method=rolora task=rte -m seed=1,2`` stops with
+  "unrecognized arguments". The flags (with their values) are moved in front of the overrides,
+  which is what Hydra means by them anyway.
+* A config-group choice that does not exist is one line naming the close matches. Hydra already
+  refuses unknown choices of required groups, but the optional ``experiment`` group would silently
+  run the defaults, so someone filling a paper table would get another experiment with no word said.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("model", "task", "method", "sparsifier", "schedule", "trainer", "logger", "experiment")
+
+
+def _flag_arity() -> dict[str, object]:
+    """Hydra's own flags: option string -> 0 (no value), 1 (one value) or the choices of an
+    optional value (``--info [all|config|...]``). Read from Hydra's parser, so it follows Hydra."""
+    from hydra._internal.utils import get_args_parser
+
+    arity = {}
+    for action in get_args_parser()._actions:
+        for opt in action.option_strings:
+            arity[opt] = 0 if action.nargs == 0 else (tuple(action.choices or ()) if action.nargs == "?" else 1)
+    return arity
+
+
+def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's flags with their values, the overrides), each in its original order."""
+    arity = _flag_arity()
+    flags, overrides, i = [], [], 0
+    while i < len(argv):
+        tok = argv[i]
+        name = tok.split("=", 1)[0]
+        if not tok.startswith("-") or name not in arity:
+            overrides.append(tok)
+        elif "=" in tok or arity[name] == 0:
+            flags.append(tok)
+        elif arity[name] == 1:
+            flags += argv[i:i + 2]
+            i += 1
+        else:  # optional value: taken only when it is one of the flag's choices
+            flags.append(tok)
+            if i + 1 < len(argv) and argv[i + 1] in arity[name]:
+                flags.append(argv[i + 1])
+                i += 1
+        i += 1
+    return flags, overrides
+
+
+def group_choice_errors(overrides: list[str], conf: Path = CONF) -> list[str]:
+    """One line per ``group=name`` (also in sweeps ``group=a,b``) whose config file does not exist."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    except Exception:  # a malformed override: Hydra's own message says it best
+        return []
+    errors = []
+    for o in parsed:
+        group = o.key_or_group
+        if group not in GROUPS or o.is_delete() or o.package:
+            continue
+        value = o.value()
+        names = value.list if isinstance(value, ChoiceSweep) else [value] if isinstance(value, str) else []
+        known = sorted(str(p.relative_to(conf / group).with_suffix("")) for p in (conf / group).rglob("*.yaml"))
+        for name in names:
+            if name is None or name == "null" or name in known:
+                continue
+            close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
+            hint = f"close matches: {', '.join(close)}" if close else f"see conf/{group}/ ({len(known)} files)"
+            errors.append(f"{group}={name} does not exist (no conf/{group}/{name}.yaml); {hint}")
+    return errors

@@ -1,0 +1,81 @@
+"""One run on several processes (``torchrun --nproc_per_node=N -m roloraexp.run ...`` or
+``accelerate launch -m roloraexp.run ...``), through accelerate: it owns the process group, DDP and
+the sharding of data loaders. What is particular to this project:
+
+* methods resize, mask and disconnect parameters mid-run, and DDP's buckets do not follow a
+  replaced parameter: the loop wraps the model again after every such change (``wrap``);
+* every process must reach the same decision at the same step (the importance scores read the
+  all-reduced gradients, seeded choices use the same seed): ``check_same`` confirms that the rank
+  configuration is identical on all processes after every change, and stops the run if not;
+* only the main process writes files and W&B; a stop signal on one process stops all at the same
+  step (``any_process``).
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedType
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def make_accelerator(trainer_cfg) -> Accelerator:
+    precision, device = trainer_cfg.precision, trainer_cfg.get("device", "auto")
+    if precision not in ("fp32", "fp16", "bf16"):
+        raise ConfigError(f"trainer.precision must be fp32, fp16 or bf16, got {precision!r}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"trainer.device must be auto, cpu or cuda, got {device!r}")
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if device == "cuda" and not cuda:
+        raise ConfigError("trainer.device=cuda but no CUDA device is available")
+    if precision != "fp32" and not cuda:
+        log.warning("trainer.precision=%s needs CUDA; training in fp32 on CPU", precision)
+        precision = "fp32"
+    mixed = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[precision]
+    # accelerate keeps one process-wide state and refuses a second precision in the same process
+    # (in-process sweeps, tests): each run starts from a clean one (the process group, if any, stays).
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(mixed_precision=mixed, cpu=not cuda, kwargs_handlers=[DistributedDataParallelKwargs()])
+
+
+def is_distributed(acc: Accelerator) -> bool:
+    return acc.num_processes > 1
+
+
+def wrap(acc: Accelerator, model: torch.nn.Module, find_unused: bool) -> torch.nn.Module:
+    """The module the training forward goes through: the model itself on one process, a fresh DDP
+    wrapper of it (over the parameters that train *now*) on several."""
+    if not is_distributed(acc):
+        return model
+    acc._models = [m for m in acc._models if acc.unwrap_model(m) is not model]  # drop the stale wrapper
+    if hasattr(model, "_original_forward"):  # accelerate patched forward for AMP when it last wrapped
+        model.forward = model._original_forward
+        del model._original_forward
+    acc.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=find_unused)
+    return acc.prepare_model(model, device_placement=False)
+
+
+def check_same(acc: Accelerator, what: str, value) -> None:
+    """Stop the run if ``value`` (a rank configuration, ...) differs between processes."""
+    if not is_distributed(acc) or acc.distributed_type == DistributedType.NO:
+        return
+    values = [None] * acc.num_processes
+    torch.distributed.all_gather_object(values, value)
+    if any(v != values[0] for v in values[1:]):
+        differ = [i for i, v in enumerate(values) if v != values[0]]
+        raise RuntimeError(f"the processes disagree on {what} (processes {differ} differ from process 0): "
+                           f"a method decision was not made from synchronised state")
+
+
+def any_process(acc: Accelerator, flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any (one small all-reduce)."""
+    if not is_distributed(acc):
+        return flag
+    t = torch.tensor([1 if flag else 0], device=acc.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
