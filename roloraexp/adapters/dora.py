@@ -19,6 +19,8 @@ adapter is VeRA + a magnitude (``adapters/dvora.py``).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,7 +39,8 @@ class WeightDecomposed:
     def weight_norm(self) -> torch.Tensor:
         """``‖W0 + ΔV‖_c`` in fp32 (autocast off: a half-precision ΔV would blur small updates), with
         no graph: the constant of paper §4.3."""
-        with torch.autocast(self.base.weight.device.type, enabled=False):
+        device = self.base.weight.device.type  # "meta" while run() checks a weightless skeleton
+        with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
             return (self.base.weight.float() + self.delta_weight().float()).norm(dim=1)
 
     def adapter_parameters(self):

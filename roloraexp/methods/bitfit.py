@@ -31,10 +31,11 @@ class BitFit(FullFineTuning):
 
     def prepare(self, model: nn.Module, target_names: list[str]) -> None:
         super().prepare(model, target_names)
-        if not self.unfrozen:
+        skeleton = any(p.is_meta for p in model.parameters())  # run()'s weightless check: nothing is frozen there
+        if not self.unfrozen and not skeleton:
             log.warning("method=bitfit: %s has no bias terms outside its head; only the head trains",
                         type(model).__name__)
-        self.initial = {n: p.detach().to("cpu", copy=True) for n, p in self.unfrozen.items()}
+        self.initial = {} if skeleton else {n: p.detach().to("cpu", copy=True) for n, p in self.unfrozen.items()}
 
     @torch.no_grad()
     def state(self) -> dict:
