@@ -76,3 +76,22 @@ def group_choice_errors(overrides: list[str], conf: Path = CONF) -> list[str]:
             hint = f"close matches: {', '.join(close)}" if close else f"see conf/{group}/ ({len(known)} files)"
             errors.append(f"{group}={name} does not exist (no conf/{group}/{name}.yaml); {hint}")
     return errors
+
+
+def share_run_stamp() -> None:
+    """On several processes (torchrun, accelerate launch), agree on one time stamp for the run
+    folder before Hydra names it: process 0's, sent to the others over the process group, which
+    accelerate then reuses."""
+    import os
+    from datetime import datetime
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "ROLORAEXP_RUN_STAMP" in os.environ:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    stamp = [datetime.now().strftime("%Y-%m-%d_%H-%M-%S")]
+    dist.broadcast_object_list(stamp, src=0)
+    os.environ["ROLORAEXP_RUN_STAMP"] = stamp[0]

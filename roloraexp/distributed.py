@@ -13,6 +13,7 @@ the sharding of data loaders. What is particular to this project:
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -33,8 +34,8 @@ def make_accelerator(trainer_cfg) -> Accelerator:
     cuda = torch.cuda.is_available() and device != "cpu"
     if device == "cuda" and not cuda:
         raise ConfigError("trainer.device=cuda but no CUDA device is available")
-    if precision != "fp32" and not cuda:
-        log.warning("trainer.precision=%s needs CUDA; training in fp32 on CPU", precision)
+    if precision == "fp16" and not cuda:  # bf16 autocast runs on CPU too; fp16's loss scaler does not
+        log.warning("trainer.precision=fp16 needs CUDA; training in fp32 on CPU (bf16 works on CPU)")
         precision = "fp32"
     mixed = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[precision]
     # accelerate keeps one process-wide state and refuses a second precision in the same process
@@ -79,3 +80,17 @@ def any_process(acc: Accelerator, flag: bool) -> bool:
     t = torch.tensor([1 if flag else 0], device=acc.device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return bool(t.item())
+
+
+def export_slurm_env() -> None:
+    """One table cell = one multi-GPU SLURM job (``hydra.launcher.tasks_per_node=N``): submitit starts
+    N copies of the job, one per GPU; torch.distributed finds its peers through environment variables,
+    which submitit derives from SLURM's. Nothing to do outside such a job."""
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "RANK" in os.environ:
+        return
+    try:
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    except (ImportError, RuntimeError) as e:  # not a submitit job (a plain srun): the user sets them
+        log.warning("SLURM_NTASKS > 1 but the torch.distributed variables are unset (%s)", e)

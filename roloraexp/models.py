@@ -98,7 +98,8 @@ def model_config(model_cfg, tokenizer, task=None):
         except OSError as e:
             raise DataError(f"cannot load the config of model {path!r} (offline with no local copy? set "
                             f"model.name_or_path to a local folder): {str(e).splitlines()[0]}") from e
-    for k, v in (task.model_kwargs() if task is not None else {}).items():
+    overrides = dict(model_cfg.get("config_overrides") or {})  # e.g. {hidden_dropout_prob: 0.0}
+    for k, v in {**overrides, **(task.model_kwargs() if task is not None else {})}.items():
         setattr(config, k, v)
     return config
 
@@ -140,7 +141,8 @@ def load_model(model_cfg, task, tokenizer=None) -> tuple[nn.Module, object]:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[model_cfg.get("dtype", "fp32")]
         try:
             with quiet_transformers():
-                model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True, **task.model_kwargs())
+                model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True,
+                                                   **dict(model_cfg.get("config_overrides") or {}), **task.model_kwargs())
         except OSError as e:
             raise DataError(f"cannot load model {path!r} (offline with no local copy? set model.name_or_path to a "
                             f"local folder): {str(e).splitlines()[0]}") from e
@@ -157,7 +159,9 @@ def load_model(model_cfg, task, tokenizer=None) -> tuple[nn.Module, object]:
         log.warning("%s: the checkpoint has no weights for %s; they start from random values and train in full",
                     model_cfg.get("name"), ", ".join(unexpected))
     for name in heads | new_modules:
-        model.get_submodule(name).requires_grad_(True)
+        module = model.get_submodule(name)
+        module.requires_grad_(True)
+        module.float()  # what trains keeps fp32 master weights, also over a half-precision backbone
     return model, tok
 
 

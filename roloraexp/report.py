@@ -356,8 +356,35 @@ def render(table: Table, df: pd.DataFrame, failed, filled: Filled, skipped, expe
     section("Runs that match this table but none of its cells",
             [f"- `{r.path}`: method={r.data['method']} task={r.data['task']} seed={r.data['seed']}"
              for r in filled.unmatched])
+    lines, mixed = provenance_lines(filled)
+    section("Provenance", lines + [f"- **Warning:** the cells mix {m}" for m in mixed])
     section("Figures", [f"![{p.stem}]({p.name})" for p in figure_paths])
     return "\n".join(md) + "\n", "\n".join(tex) + "\n"
+
+
+def provenance_lines(filled: Filled) -> tuple[list[str], list[str]]:
+    """What the table's completed runs ran on (results.json ``provenance``), and what they disagree on:
+    a table whose cells mix package versions or commits is worth a second look."""
+    from collections import Counter
+
+    runs = {str(r.path): r.data for cell in filled.cells.values() for r in cell if r.data["status"] == "completed"}
+    seen: dict[str, Counter] = {}
+    for data in runs.values():
+        prov = data.get("provenance") or {}
+        facts = {**{f"{k} {v}": k for k, v in (prov.get("versions") or {}).items() if v},
+                 **({f"commit {prov['git_commit'][:10]}" + (" (dirty)" if prov.get("git_dirty") else ""): "commit"}
+                    if prov.get("git_commit") else {}),
+                 **({f"device {prov['device']}": "device"} if prov.get("device") else {})}
+        for fact, key in facts.items():
+            seen.setdefault(key, Counter())[fact] += 1
+    missing = sum(1 for d in runs.values() if not d.get("provenance"))
+    lines = [f"- {key}: " + ", ".join(f"{fact.split(' ', 1)[1]} ({n} runs)" for fact, n in counter.most_common())
+             for key, counter in seen.items()]
+    if missing:
+        lines.append(f"- {missing} runs carry no provenance (written before it was recorded)")
+    mixed = [f"{key} (" + ", ".join(fact.split(" ", 1)[1] for fact in counter) + ")"
+             for key, counter in seen.items() if len(counter) > 1 and key != "device"]
+    return lines, mixed
 
 
 def draw_figures(table: Table, filled: Filled, out: Path, final: bool = False) -> list[Path]:
@@ -397,6 +424,8 @@ def build(table_id: str, runs, skipped, dirs, out: Path, expected: int | None = 
     out.mkdir(parents=True, exist_ok=True)
     figs = draw_figures(table, filled, out, final)
     md, tex = render(table, df, failed, filled, skipped, expected, final, dirs, figs)
+    for m in provenance_lines(filled)[1]:
+        print(f"report: {table_id}: the cells mix {m}", file=sys.stderr)
     written = [out / f"{table_id}.md", out / f"{table_id}.tex", out / f"{table_id}.csv"]
     written[0].write_text(md)
     written[1].write_text(tex)

@@ -27,7 +27,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     # Heavy imports here, so `--help` and config errors answer fast.
     from accelerate.utils import set_seed
 
-    from .distributed import make_accelerator
+    from .distributed import export_slurm_env, make_accelerator
     from .methods import build_method
     from .methods.base import count_trainable
     from .models import load_model, load_tokenizer, max_input_length, model_config
@@ -36,10 +36,14 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     from .resume import load_checkpoint, remove_checkpoints, resolve_checkpoint
     from .tasks import build_task
     from .tracking import Tracker
-    from .train import NumericalFault, RunRecord, Trainer, check_trainer_config
+    from .train import NumericalFault, RunRecord, Trainer, check_trainer_config, phase_steps
 
+    export_slurm_env()
     out = Path(output_dir) if output_dir is not None else Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     main_process = int(os.environ.get("RANK", "0")) == 0  # only one process of a data-parallel run writes
+    if not main_process:  # the other processes of a data-parallel run say only what goes wrong
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(logging.WARNING)
     started = time.time()
     record, tracker, method, preempted = RunRecord(), None, None, None
     result = {"status": "running", "task": cfg.task.name, "method": cfg.method.name, "model": cfg.model.name,
@@ -49,6 +53,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
         check_trainer_config(cfg.trainer)
+        if cfg.model.get("dtype", "fp32") != "fp32" and cfg.trainer.precision == "fp32":
+            raise ConfigError(f"model.dtype={cfg.model.dtype} loads the frozen weights in half precision, which "
+                              f"needs autocast: set trainer.precision=bf16 (or fp16 on CUDA)")
         done = completed_before(cfg, out)
         if done is not None:
             log.info("%s already holds a completed run of this config; nothing to do (trainer.resume=never runs it "
@@ -61,8 +68,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         tokenizer = load_tokenizer(cfg.model)
         config = model_config(cfg.model, tokenizer, task)
         task.max_input_length = max_input_length(config, tokenizer)
-        targets = check_targets(cfg, task, config)  # on a weightless skeleton: every prepare-time check
+        targets, dry = check_targets(cfg, task, config)  # on a weightless skeleton: every prepare-time check
         task.load(tokenizer)
+        steps = phase_steps(cfg.trainer, len(task.train_dataset), int(os.environ.get("WORLD_SIZE", "1")))
+        dry.check_steps(steps, steps * dry.num_phases)
         accelerator = make_accelerator(cfg.trainer)
         path = resolve_checkpoint(cfg.trainer, out)
         checkpoint = load_checkpoint(path, cfg, accelerator.device) if path is not None else None
@@ -98,13 +107,16 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                 active_adapters=sum(1 for r in state.get("ranks", {}).values() if r > 0),
                 trainable_params=record.trainable_params, trainable_params_peak=record.trainable_params_peak,
                 peak_memory_bytes=record.peak_memory_bytes, steps=record.steps, skipped_steps=record.skipped_steps,
-                world_size=record.world_size, resumed_from=record.resumed_from,
+                world_size=record.world_size, resumed_from=record.resumed_from, train_curve=record.train_curve,
                 wall_time_s=round(time.time() - started, 2),
                 config=OmegaConf.to_container(cfg, resolve=True), history=record.history,
                 method_history=method.history if method is not None else [], provenance=provenance(),
             )
             if main_process:
-                write_json_atomic(out / "results.json", result)
+                try:
+                    write_json_atomic(out / "results.json", result)
+                except OSError as e:  # the folder itself is the problem (the error says so)
+                    log.error("cannot write %s: %s", out / "results.json", e)
         if tracker is not None:
             tracker.summary({"final/" + k: v for k, v in record.metrics.items()})
             tracker.finish(exit_code=0 if result["status"] == "completed" else 1)
@@ -139,10 +151,10 @@ def completed_before(cfg: DictConfig, out: Path) -> dict | None:
     return previous if config_identity(previous["config"]) == config_identity(cfg) else None
 
 
-def check_targets(cfg: DictConfig, task, config) -> list[str]:
+def check_targets(cfg: DictConfig, task, config):
     """The adapted modules, and every check a method makes when it injects its adapters (ranks against
     the matrices, K against the adapters, ...), on a weightless copy of the model: a mistake costs
-    seconds, not a model load."""
+    seconds, not a model load. Returns the module names and that trial method (for check_steps)."""
     import torch
 
     from .adapters import find_target_modules
@@ -155,8 +167,9 @@ def check_targets(cfg: DictConfig, task, config) -> list[str]:
     with torch.device("meta"):
         skeleton = HEADS[task.head].from_config(config)
     names = find_target_modules(skeleton, targets, exclude=head_prefixes(skeleton, cfg.model.arch))
-    build_method(cfg).prepare(skeleton, names)
-    return names
+    trial = build_method(cfg)
+    trial.prepare(skeleton, names)
+    return names, trial
 
 
 def print_summary(result: dict, out: Path) -> None:
@@ -176,13 +189,17 @@ def print_summary(result: dict, out: Path) -> None:
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: the same configs whether the run starts as `python -m roloraexp.run`, from a
+# console script or from another module that imports this one.
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     out = Path(HydraConfig.get().runtime.output_dir)
     result = run(cfg, out)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
     print_summary(result, out)
     if result["status"] != "completed":
         print(f"error: {result['error']}", file=sys.stderr)
@@ -195,7 +212,7 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """``python -m roloraexp.run [overrides] [-m] [overrides]``: Hydra's command line, with flags and
     overrides in any order and unknown config names caught before anything runs (roloraexp/cli.py)."""
-    from .cli import group_choice_errors, split_args
+    from .cli import group_choice_errors, share_run_stamp, split_args
 
     flags, overrides = split_args(sys.argv[1:])
     errors = group_choice_errors(overrides)
@@ -203,6 +220,7 @@ def cli() -> None:
         print("\n".join(f"error: {e}" for e in errors), file=sys.stderr)
         raise SystemExit(2)
     sys.argv[1:] = flags + overrides
+    share_run_stamp()
     main()
 
 

@@ -55,6 +55,7 @@ class RunRecord:
     skipped_steps: int = 0  # fp16: optimizer steps the loss scaler skipped (overflowing gradients)
     world_size: int = 1
     resumed_from: list = field(default_factory=list)  # {"step", "checkpoint"} per resume
+    train_curve: list = field(default_factory=list)  # {"step", "loss", "lr"} at every log point
 
 
 def check_trainer_config(cfg) -> None:
@@ -79,6 +80,37 @@ def check_trainer_config(cfg) -> None:
                           f"steps, got {every!r}")
 
 
+def hold_frozen_in(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Under AMP, keep the frozen weights in the compute dtype once, instead of letting autocast
+    cast every one of them at every step (a launch-bound step then costs more than fp32). What trains
+    (adapters, heads) keeps its fp32 master weights; autocast casts those small tensors down."""
+    for p in model.parameters():
+        if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Activation checkpointing, non-reentrant (transformers 5 renamed the method; older ones have the old name)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def steps_per_epoch(cfg, n_train: int, world_size: int = 1) -> int:
+    """Optimizer steps per epoch: the batches each process gets (dealt round-robin), grouped by grad_accum."""
+    batches = math.ceil(n_train / cfg.batch_size)
+    return math.ceil(math.ceil(batches / world_size) / cfg.grad_accum)
+
+
+def phase_steps(cfg, n_train: int, world_size: int = 1) -> int:
+    """Optimizer steps per phase: ``trainer.max_steps`` when set, else ``trainer.epochs`` epochs."""
+    if cfg.max_steps and cfg.max_steps > 0:
+        return int(cfg.max_steps)
+    return steps_per_epoch(cfg, n_train, world_size) * int(cfg.epochs)
+
+
 class Trainer:
     def __init__(self, model, task, method, cfg_trainer, tracker, record: RunRecord, output_dir: Path | None,
                  seed: int, accelerator, checkpoint: dict | None = None, run_config=None):
@@ -87,6 +119,12 @@ class Trainer:
         self.accelerator, self.checkpoint, self.run_config = accelerator, checkpoint, run_config
         check_trainer_config(cfg_trainer)
         self.model.to(self.accelerator.device)
+        if accelerator.mixed_precision in ("bf16", "fp16"):
+            hold_frozen_in(self.model, torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16)
+        if cfg_trainer.get("gradient_checkpointing", False):
+            # Non-reentrant: adapters inside a checkpointed block get gradients although the block's
+            # input (frozen embeddings) does not require any.
+            enable_checkpointing(self.model)
         self.record.world_size = accelerator.num_processes
         self.best_main = -math.inf
         self.best_state = None
@@ -136,13 +174,10 @@ class Trainer:
             yield group
 
     def steps_per_epoch(self) -> int:
-        batches = math.ceil(len(self.task.train_dataset) / self.cfg.batch_size)
-        return math.ceil(math.ceil(batches / self.accelerator.num_processes) / self.cfg.grad_accum)
+        return steps_per_epoch(self.cfg, len(self.task.train_dataset), self.accelerator.num_processes)
 
     def phase_steps(self) -> int:
-        if self.cfg.max_steps and self.cfg.max_steps > 0:
-            return int(self.cfg.max_steps)
-        return self.steps_per_epoch() * int(self.cfg.epochs)
+        return phase_steps(self.cfg, len(self.task.train_dataset), self.accelerator.num_processes)
 
     def warmup_steps(self, phase_steps: int) -> int:
         """``trainer.warmup_steps`` (absolute, as the papers give it) wins over ``warmup_ratio``.
@@ -160,10 +195,14 @@ class Trainer:
 
     def _rewrap(self) -> None:
         """After anything that replaced parameters or changed which ones train: a new DDP wrapper,
-        and the check that every process holds the same rank configuration."""
+        compiled again with ``trainer.compile`` (the graphs of the old shapes are stale), and the
+        check that every process holds the same rank configuration."""
         varying = getattr(self.method, "varying_graph", False)
         unused = varying or any(p.requires_grad and p.numel() == 0 for p in self.model.parameters())
         self.train_model = dist.wrap(self.accelerator, self.model, find_unused=unused)
+        if self.cfg.get("compile", False):
+            torch._dynamo.reset()
+            self.train_model = torch.compile(self.train_model, backend=self.cfg.get("compile_backend", "inductor"))
         dist.check_same(self.accelerator, "the rank configuration", self.method.ranks())
 
     def evaluate(self, ctx: TrainContext, epoch: float) -> dict:
@@ -307,6 +346,7 @@ class Trainer:
                 if ctx.step % cfg.log_every == 0:  # the mean loss since the last log
                     self.check_finite()
                     mean_loss = running.item() / cfg.log_every
+                    self.record.train_curve.append({"step": ctx.step, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
                     self.tracker.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
                                       "train/trainable_params": self.record.trainable_params}, ctx.step)

@@ -361,3 +361,23 @@ def test_figure_functions_write_pngs(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(runs[0]))
     assert figures.main(["ranks", str(tmp_path / "results.json"), str(tmp_path / "cli.png")]) == 0
     assert _is_png(tmp_path / "cli.png")
+
+
+def test_provenance_is_shown_and_mixed_versions_are_flagged(tmp_path, capsys):
+    root = tmp_path / "runs"
+    prov = {"versions": {"torch": "2.13.0", "transformers": "5.23.0"}, "git_commit": "a" * 40, "git_dirty": False,
+            "device": "NVIDIA H100"}
+    for seed in (1, 2):
+        write_run(root, f"same{seed}", seed=seed, value=0.9, provenance=prov)
+    out = tmp_path / "out"
+    assert report.main(["rolora-table1", str(root), "--out", str(out)]) == 0
+    md = (out / "rolora-table1.md").read_text()
+    assert "## Provenance" in md and "transformers: 5.23.0 (2 runs)" in md and "commit: aaaaaaaaaa (2 runs)" in md
+    assert "Warning" not in md
+
+    write_run(root, "newer3", seed=3, value=0.9, provenance={**prov, "versions": {"torch": "2.13.0",
+                                                                                  "transformers": "5.24.0"}})
+    assert report.main(["rolora-table1", str(root), "--out", str(out)]) == 0
+    md = (out / "rolora-table1.md").read_text()
+    assert "**Warning:** the cells mix transformers (5.23.0, 5.24.0)" in md
+    assert "the cells mix transformers (5.23.0, 5.24.0)" in capsys.readouterr().err

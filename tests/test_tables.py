@@ -195,13 +195,29 @@ def test_scaled_down_target_runs_end_to_end_and_resumes(tmp_path):
     assert " -m roloraexp.run " not in again.stdout
     assert {f: f.stat().st_mtime_ns for f in files} == mtimes
 
-    # A failed cell and a changed setting run again (dry run: nothing is launched here).
-    bad = files[0]
+    # A failed cell, a killed one (a checkpoint, no results.json) and a changed setting run again
+    # (dry run: nothing is launched here).
+    bad, killed = files[0], files[1]
     bad.write_text(json.dumps({**json.loads(bad.read_text()), "status": "failed", "error": "boom"}))
+    killed.unlink()
+    (killed.parent / "checkpoint.pt").write_bytes(b"a checkpoint")
     dry = make("-n", *args)
-    assert "1 failed" in dry.stdout and "-> 1 runs in 1 multirun(s)" in dry.stdout
+    assert "1 to resume, 1 failed" in dry.stdout and "-> 2 runs in " in dry.stdout, dry.stdout[:600]
     dry = make("-n", *[a if a != "STEPS=6" else "STEPS=7" for a in args])
-    assert "5 changed" in dry.stdout and "trainer.max_steps=7" in dry.stdout
+    assert "6 changed" in dry.stdout and "trainer.max_steps=7" in dry.stdout
+
+
+def test_a_changed_cell_sets_its_results_and_checkpoints_aside(tmp_path):
+    from roloraexp.resume import CHECKPOINT, PREVIOUS
+    from roloraexp.tables import sweep
+
+    assert (sweep.CHECKPOINT, sweep.PREVIOUS) == (CHECKPOINT, PREVIOUS)
+    for name in ("results.json", CHECKPOINT, PREVIOUS):
+        (tmp_path / name).write_text(name)
+    cell = sweep.Cell(folder="t", model="m", task="rte", row=None, fixed=(), swept={}, dir=tmp_path)
+    sweep.set_aside(cell)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint.previous.stale.pt", "checkpoint.stale.pt", "results.previous.json"]
 
 
 def test_grad_norms_writes_json_and_figure(tmp_path):

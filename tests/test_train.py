@@ -78,3 +78,73 @@ def test_warmup_steps_win_over_the_ratio_and_may_outlast_the_run(tmp_path):
 def test_bad_warmup_is_one_line(tmp_path, override, message):
     res = run(smoke(override), tmp_path)
     assert res["status"] == "failed" and message in res["error"] and "\n" not in res["error"]
+
+
+def test_bf16_autocast_holds_frozen_weights_in_bf16_and_trains_fp32_masters(tmp_path):
+    """trainer.precision=bf16 (CPU autocast here): the backbone's frozen weights are bf16 once, the
+    adapters and the head keep fp32 masters, and the run trains and evaluates."""
+    seen = {}
+
+    class Probe(LoRA):
+        def after_optimizer_step(self, ctx):
+            seen["dtypes"] = {n: p.dtype for n, p in ctx.model.named_parameters()}
+            seen["trains"] = {n for n, p in ctx.model.named_parameters() if p.requires_grad}
+            return []
+
+    import sys
+    sys.modules[__name__].Probe = Probe
+    cfg = smoke("trainer.precision=bf16", "trainer.max_steps=3")
+    cfg.method._target_ = f"{__name__}.Probe"
+    res = run(cfg, tmp_path)
+    assert res["status"] == "completed", res.get("error")
+    frozen = {n: d for n, d in seen["dtypes"].items() if n not in seen["trains"]}
+    assert frozen and set(frozen.values()) == {torch.bfloat16}
+    assert {seen["dtypes"][n] for n in seen["trains"]} == {torch.float32}
+    assert any(".lora_A" in n for n in seen["trains"]) and any(n.startswith("classifier.") for n in seen["trains"])
+
+
+def test_gradient_checkpointing_gives_adapters_the_same_gradients(tmp_path):
+    """Adapters inside checkpointed blocks still get gradients, and the same ones."""
+    from conftest import compose_config
+    from roloraexp.methods import build_method
+    from roloraexp.models import load_model
+    from roloraexp.tasks import build_task
+    from roloraexp.adapters import find_target_modules
+    from roloraexp.train import enable_checkpointing
+
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        cfg = smoke("+model.config_overrides.hidden_dropout_prob=0.0",
+                    "+model.config_overrides.attention_probs_dropout_prob=0.0")
+        task = build_task(cfg)
+        task.read()
+        model, tok = load_model(cfg.model, task)
+        task.load(tok)
+        method = build_method(cfg)
+        method.prepare(model, find_target_modules(model, cfg.model.target_modules))
+        for a in method.adapters.values():
+            torch.nn.init.normal_(a.lora_B)  # B = 0 would give A no gradient
+        if checkpointing:
+            enable_checkpointing(model)
+        model.train()
+        batch = task.collate([task.train_dataset[i] for i in range(4)])
+        model(**batch).loss.backward()
+        grads.append({n: a.lora_A.grad.clone() for n, a in method.adapters.items()})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        assert grads[1][n].abs().sum() > 0
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-7)
+
+
+def test_compile_recompiles_after_a_resize_and_matches_eager(tmp_path):
+    """trainer.compile=true (aot_eager backend: no C++ build in the tests) gives the run an eager
+    run gives, through AdaLoRA's mid-run slice (a resize that the compiled graph must follow)."""
+    over = ["method=adalora", "sparsifier=adalora", "trainer.max_steps=8", "sparsifier.t_init=2",
+            "sparsifier.t_final=3", "+model.config_overrides.hidden_dropout_prob=0.0",
+            "+model.config_overrides.attention_probs_dropout_prob=0.0"]
+    eager = run(smoke(*over), tmp_path / "eager")
+    compiled = run(smoke(*over, "trainer.compile=true", "trainer.compile_backend=aot_eager"), tmp_path / "compiled")
+    assert eager["status"] == compiled["status"] == "completed", compiled.get("error")
+    assert compiled["ranks"] == eager["ranks"] and sum(eager["ranks"].values()) < 12 * 4  # really sliced
+    assert compiled["metrics"] == pytest.approx(eager["metrics"], abs=1e-6)

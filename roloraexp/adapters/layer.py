@@ -35,6 +35,13 @@ class Remap:
     dst_index: torch.Tensor | None = None
 
 
+def adapter_input(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The input an adapter's fp32 factors see. Without AMP a half-precision backbone meets fp32
+    adapters: compute the adapter in fp32. Under AMP, autocast casts the small factors down instead:
+    no full-precision copy of the activations is ever made."""
+    return x if torch.is_autocast_enabled(x.device.type) else x.to(dtype)
+
+
 class LowRankLinear(MergeByDelta, nn.Module):  # merge() / unmerge(): W ← W ± ΔW
     def __init__(
         self,
@@ -118,9 +125,9 @@ class LowRankLinear(MergeByDelta, nn.Module):  # merge() / unmerge(): W ← W ±
         return out + self.delta_output(self.dropout(x)).to(out.dtype)
 
     def delta_output(self, x: torch.Tensor) -> torch.Tensor:
-        """ΔW x, in the adapter's dtype, for an ``x`` that has been through dropout already (DoRA
-        reuses the dropped-out input for its magnitude term)."""
-        h = F.linear(x.to(self.lora_A.dtype), self.lora_A)
+        """ΔW x for an ``x`` that has been through dropout already (DoRA reuses the dropped-out input
+        for its magnitude term); in fp32, or in the autocast dtype under AMP."""
+        h = F.linear(adapter_input(x, self.lora_A.dtype), self.lora_A)
         if self.gate is not None:
             h = h * self.gate
         return F.linear(h, self.lora_B) * self._factor()

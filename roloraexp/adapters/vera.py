@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layer import adapter_input
 from .merge import MergeByDelta
 
 
@@ -107,7 +108,7 @@ class VeRALinear(MergeByDelta, nn.Module):
     def delta_output(self, x: torch.Tensor) -> torch.Tensor:
         """Λ_b B Λ_d A x for an ``x`` that has been through dropout already (PEFT's order of operations)."""
         A, B = self.projection.slices(self.in_features, self.out_features)
-        return self.lambda_b * F.linear(self.lambda_d * F.linear(x.to(self.lambda_d.dtype), A), B)
+        return self.lambda_b * F.linear(self.lambda_d * F.linear(adapter_input(x, self.lambda_d.dtype), A), B)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)

@@ -155,6 +155,11 @@ class Method:
             out.append(group)
         return out
 
+    def check_steps(self, phase_steps: int, total_steps: int) -> None:
+        """The run's length, before any model is loaded: a setting the run is too short for (a
+        selection step beyond its end, a schedule longer than a phase) is one line now, not an error
+        after the model load. Plain LoRA fits any length."""
+
     def build_optimizer(self, model: nn.Module, trainer_cfg) -> torch.optim.Optimizer:
         """The optimizer of one phase: AdamW over :meth:`param_groups` (a group may carry its own
         ``lr``; the loop's warm-up/decay schedule then scales it like the others)."""

@@ -12,6 +12,7 @@ Nothing merges (the weights themselves change) and nothing is logged per adapter
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .base import Method
@@ -35,6 +36,8 @@ class FullFineTuning(Method):
         self.unfrozen = {n: p for n, p in model.named_parameters() if not p.requires_grad and self.unfreezes(n, p)}
         for p in self.unfrozen.values():
             p.requires_grad_(True)
+            if p.is_floating_point() and p.dtype != torch.float32:
+                p.data = p.data.float()  # fp32 master weights over a half-precision backbone, as the heads get
         self._unfrozen_ids = {id(p) for p in self.unfrozen.values()}
 
     def param_role(self, name: str, param: nn.Parameter) -> str:

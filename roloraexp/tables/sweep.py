@@ -9,7 +9,8 @@ The grid is the table's declaration (``roloraexp/tables/``): one run per distinc
 RUNS/<folder>/<model>/<task>/<run>[_r<R>][_k<K>]/seed<S> (``--layout``). A cell is skipped when
 its ``results.json`` says ``"completed"`` and its ``.hydra/overrides.yaml`` holds the same overrides;
 failed, missing and changed cells run again (a changed cell's old file is kept as
-``results.previous.json``). The cells left are grouped into as few multiruns as form a grid: one per
+``results.previous.json``, its checkpoints as ``*.stale.pt``; a cell with a checkpoint but no
+completed results.json resumes from it). The cells left are grouped into as few multiruns as form a grid: one per
 row run, sweeping experiment (task) × method.rank × method.k × seed. Rows that reuse another table's
 runs (ROLoRA 4 and 5 read Table 1; WeightLoRA 6 reads Table 1) run that table's missing cells into
 its folder, tagged with its name. A row whose method has no ``conf/method/*.yaml`` is skipped with a
@@ -30,6 +31,9 @@ from . import TABLES
 from .cli import describe
 from .spec import Row
 
+# A run folder's checkpoints (the names of roloraexp.resume, which imports torch: the sweep stays light).
+CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.previous.pt"
+
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 
@@ -48,7 +52,7 @@ class Cell:
     swept: dict                      # SWEPT key -> value (str), only the keys this cell has
     dir: Path = field(default=None)
     overrides: list = field(default_factory=list)   # what the run gets (+ hydra.sweep.*, the launcher)
-    state: str = "todo"              # todo | done | failed | stale
+    state: str = "todo"              # todo | done | partial | failed | stale (see check)
 
 
 def expand(table: str, a) -> list[Cell]:
@@ -111,21 +115,35 @@ def identity(overrides) -> list[str]:
 
 
 def check(cell: Cell) -> str:
-    """done | failed | stale | todo, from the cell's results.json and .hydra/overrides.yaml."""
-    res = cell.dir / "results.json"
+    """done | stale | partial | failed | todo, from the cell's results.json, .hydra/overrides.yaml and
+    checkpoint: ``partial`` cells (killed, preempted, failed with a checkpoint) resume from it when
+    they run again; ``stale`` ones (their overrides changed) start over."""
     try:
-        status = json.loads(res.read_text()).get("status")
+        status = json.loads((cell.dir / "results.json").read_text()).get("status")
     except (OSError, ValueError, AttributeError):
-        return "todo"
-    if status != "completed":
-        return "failed"
+        status = None
     saved = cell.dir / ".hydra" / "overrides.yaml"
+    changed = False
     if saved.exists():
         import yaml
 
-        if identity(yaml.safe_load(saved.read_text()) or []) != identity(cell.overrides):
-            return "stale"
-    return "done"
+        changed = identity(yaml.safe_load(saved.read_text()) or []) != identity(cell.overrides)
+    if changed:
+        return "stale"
+    if status == "completed":
+        return "done"
+    if (cell.dir / CHECKPOINT).exists():
+        return "partial"
+    return "failed" if status else "todo"
+
+
+def set_aside(cell: Cell) -> None:
+    """A changed cell starts over: its old results and checkpoints are kept under other names."""
+    for name in ("results.json", CHECKPOINT, PREVIOUS):
+        path = cell.dir / name
+        if path.exists():
+            path.replace(path.with_name(path.name.replace(".json", ".previous.json") if name == "results.json"
+                                        else path.name.replace(".pt", ".stale.pt")))
 
 
 def plan(table: str, a) -> list[Cell]:
@@ -215,9 +233,10 @@ def main(argv=None) -> int:
         return 0
     todo = [c for c in cells if c.state != "done"]
     jobs = batches(todo)
-    counts = {s: sum(c.state == s for c in cells) for s in ("done", "failed", "stale", "todo")}
-    print(f"# {a.table}: {len(cells)} cells: {counts['done']} completed (skipped), {counts['failed']} failed, "
-          f"{counts['stale']} changed, {counts['todo']} new -> {len(todo)} runs in {len(jobs)} multirun(s)", flush=True)
+    counts = {s: sum(c.state == s for c in cells) for s in ("done", "partial", "failed", "stale", "todo")}
+    print(f"# {a.table}: {len(cells)} cells: {counts['done']} completed (skipped), {counts['partial']} to resume, "
+          f"{counts['failed']} failed, {counts['stale']} changed, {counts['todo']} new -> {len(todo)} runs in "
+          f"{len(jobs)} multirun(s)", flush=True)
     if a.dry_run:
         print("\n".join(shlex.join(command(a, c, combo)) for c, combo in jobs))
         return 0
@@ -225,7 +244,7 @@ def main(argv=None) -> int:
         (Path(a.runs) / folder).mkdir(parents=True, exist_ok=True)   # the report reads every folder
     for c in todo:
         if c.state == "stale":
-            (c.dir / "results.json").replace(c.dir / "results.previous.json")
+            set_aside(c)
     def launch(cmd: list[str]) -> int:
         print(shlex.join(cmd), flush=True)
         return subprocess.run(cmd).returncode

@@ -73,17 +73,44 @@ class Task:
         raise TypeError(f"{type(self).__name__} must define evaluate()")
 
 
+def eval_loader(dataset: Dataset, collate, accelerator, batch_size: int) -> DataLoader:
+    """Batches of an eval set in order. On several processes each takes every n-th batch
+    (accelerate); ``gather`` puts the outputs back together in dataset order, without the
+    examples accelerate repeats to even out the last batches."""
+    # A generator of its own: a DataLoader otherwise draws its base seed from the global RNG.
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, generator=torch.Generator())
+    return accelerator.prepare_data_loader(loader, device_placement=False) if accelerator.num_processes > 1 else loader
+
+
+def gather(accelerator, values: dict, pad_index: int = 0) -> dict:
+    """Every process's tensors of one eval batch, concatenated in dataset order (one process: as is).
+    Sequence-shaped tensors are padded to the longest process first (with ``pad_index``); scalars
+    (a batch's loss) are dropped."""
+    if accelerator.num_processes == 1:
+        return values
+    out = {}
+    for k, v in values.items():
+        if torch.is_tensor(v) and v.ndim > 0:
+            v = accelerator.pad_across_processes(v, dim=1, pad_index=pad_index) if v.ndim > 1 else v
+            out[k] = accelerator.gather_for_metrics(v)
+    return out
+
+
 def eval_batches(model, dataset: Dataset, collate, accelerator, batch_size: int, desc: str) -> Iterator[tuple[dict, object]]:
-    """Yield (batch, model outputs) over a dataset, in order, without gradients, under AMP."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    """Yield (batch, model outputs) over a dataset, in order, without gradients, under AMP; on several
+    processes each process scores its share and every process gets all of it (``gather``)."""
+    loader = eval_loader(dataset, collate, accelerator, batch_size)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for batch in tqdm(loader, desc=desc, leave=False, mininterval=2, disable=None):
+            for batch in tqdm(loader, desc=desc, leave=False, mininterval=2, disable=None if accelerator.is_main_process else True):
                 batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 with accelerator.autocast():
                     out = model(**batch)
+                if accelerator.num_processes > 1:
+                    # Padded positions of gathered logits get a very low score: never a best span or class.
+                    batch, out = gather(accelerator, batch), type(out)(**gather(accelerator, dict(out), pad_index=-10_000))
                 yield batch, out
     finally:
         model.train(was_training)

@@ -22,10 +22,9 @@ import re
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from ..errors import DataError
-from .base import Task
+from .base import Task, eval_loader, gather
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _SENT_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
@@ -208,11 +207,13 @@ class SummarizationTask(Task):
         return kw
 
     def generate(self, model, accelerator, dataset, batch_size: int) -> list[str]:
-        """Decoded summaries for a tokenized dataset, in order."""
+        """Decoded summaries for a tokenized dataset, in order (on several processes, each generates
+        for its share and all get every summary)."""
         if hasattr(accelerator, "unwrap_model"):  # generate() lives on the bare model, not a DDP wrapper
             model = accelerator.unwrap_model(model)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                            collate_fn=lambda fs: self.collate([{k: f[k] for k in ("input_ids", "attention_mask")} for f in fs]))
+        inputs = lambda fs: self.collate([{k: f[k] for k in ("input_ids", "attention_mask")} for f in fs])  # noqa: E731
+        loader = eval_loader(dataset, inputs, accelerator, batch_size)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         was_training, out = model.training, []
         model.eval()
         try:
@@ -221,6 +222,7 @@ class SummarizationTask(Task):
                     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                     with accelerator.autocast():
                         ids = model.generate(**batch, **self.generation_kwargs())
+                    ids = gather(accelerator, {"ids": ids}, pad_index=pad_id)["ids"]
                     out.extend(s.strip() for s in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
         finally:
             model.train(was_training)
