@@ -12,7 +12,7 @@ from roloraexp.run import run
 
 RECIPE = ("model=minilm", "task=sst2", f"data_dir={DATA}", "logger=disabled", "trainer.max_steps=60",
           "trainer.batch_size=32", "trainer.lr=2e-3", "task.max_seq_length=48", "task.max_train_samples=1920",
-          "task.max_eval_samples=400", "trainer.save_adapters=false", "+trainer.checkpoint_every=0")
+          "task.max_eval_samples=400", "trainer.save_adapters=false", "trainer.checkpoint_every=0")
 # Full fine-tuning is the costliest step (every weight's gradient and Adam state): fewer steps.
 STEPS = {"full": 40}
 FLOOR = 0.70

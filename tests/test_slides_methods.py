@@ -128,7 +128,7 @@ def test_group_lr_gives_head_and_adapters_their_own_rates_and_tolerates_a_model_
     model.classifier.requires_grad_(True)  # as load_model leaves the head
     opt = method.build_optimizer(model, OmegaConf.create({"lr": 1.0, "weight_decay": 0.0}))
     lrs = {g["role"]: g["lr"] for g in opt.param_groups}
-    assert lrs == {"adapter": 1e-2, "head": 4e-3}  # conf/method/vera.yaml; trainer.lr (1.0) applies to neither
+    assert lrs == {"adapter": 3e-2, "head": 1e-2}  # conf/method/vera.yaml; trainer.lr (1.0) applies to neither
     model.classifier.requires_grad_(False)  # no head (a seq2seq LM): VeRA's default group_lr must still work
     assert {g["role"] for g in method.param_groups(model, 0.0)} == {"adapter"}
     typo = tiny_model("roberta")
@@ -150,3 +150,13 @@ def test_trainable_state_round_trip_restores_every_adapter_tensor(name):
     prepared(name, fresh, TARGETS["roberta"], **SMALL[name])
     load_trainable_state(fresh, saved)
     torch.testing.assert_close(fresh(**batch()).logits, out, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", [*ADAPTER_METHODS, "bitfit", "full"])
+def test_runs_under_bf16_autocast_on_cpu(tmp_path, name):
+    """trainer.precision=bf16 through run(): autocast on CPU, frozen weights held in bf16 by the loop,
+    what trains in fp32."""
+    res = run(smoke(f"method={name}", "trainer.precision=bf16", "trainer.max_steps=2", "task.max_eval_samples=8",
+                    *([f"method.rank={SMALL[name]['rank']}"] if name in SMALL else [])), tmp_path)
+    assert res["status"] == "completed", res.get("error")
+    assert res["config"]["trainer"]["precision"] == "bf16" and res["steps"] == 2

@@ -3,7 +3,8 @@
 Every ``*.bias`` parameter of the pretrained backbone is unfrozen: query/key/value, attention
 output, intermediate and output dense layers, and the LayerNorms' β (the paper's b^q, b^k, b^v,
 b^m1..m3, b^LN1, b^LN2). Learning-rate roles: ``bias`` and ``head`` (``method.group_lr``); the
-paper searches lr in {1e-4, 4e-4, 7e-4, 1e-3}, and ``conf/method/bitfit.yaml`` takes 1e-3.
+paper searches lr in {1e-4, 4e-4, 7e-4, 1e-3} over many epochs, ``conf/method/bitfit.yaml`` takes
+1e-2 (short runs learn nothing at 1e-3; the yaml says what was measured).
 
 Backbones without biases (Llama: bias-free linears and RMSNorm) leave only the head training; the
 run says so in its log. Per bias tensor the run logs ``bitfit/delta_norm/<parameter>`` = ‖b − b₀‖
@@ -25,6 +26,10 @@ log = logging.getLogger(__name__)
 class BitFit(FullFineTuning):
     roles = ("bias", "head")
     backbone_role = "bias"
+
+    def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
+        super().__init__(cfg, sparsifier, schedule, seed)
+        self.initial: dict[str, torch.Tensor] = {}  # b₀ per unfrozen bias, read at prepare
 
     def unfreezes(self, name: str, param: nn.Parameter) -> bool:
         return name.endswith("bias")

@@ -26,6 +26,7 @@ class FullFineTuning(Method):
     def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
         super().__init__(cfg, sparsifier, schedule, seed)
         self.unfrozen: dict[str, nn.Parameter] = {}
+        self._unfrozen_ids: set[int] = set()
 
     def unfreezes(self, name: str, param: nn.Parameter) -> bool:
         """Which frozen backbone parameters this method trains: all of them."""

@@ -7,7 +7,8 @@ and ``b`` (d_out values, start 0) train. No α scaling.
 
 Learning rates: the paper tunes the VeRA vectors' and the classification head's apart (App. Table 8,
 e.g. RoBERTa-base MRPC: head 4e-3, VeRA 1e-2); ``method.group_lr: {adapter: ..., head: ...}`` carries
-both (base.py's per-role groups), so ``trainer.lr`` only applies to a role left out of it.
+both (base.py's per-role groups), so ``trainer.lr`` only applies to a role left out of it. The YAML's
+defaults (3e-2 / 1e-2) are the top of the paper's ranges: short runs learn nothing below them.
 
 ``method.save_projection`` (PEFT's ``save_projection``): the pair is part of the method's
 ``state_dict()`` (so a checkpoint carries it, bit for bit); otherwise a resume regenerates it from
