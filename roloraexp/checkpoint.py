@@ -12,11 +12,15 @@ from torch import nn
 from .adapters import adapters_of
 
 
+FACTORS = ("lora_A", "lora_B", "gate", "omega")  # what LowRankLinear.set_weights loads, at any rank
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """CPU copies of every trainable tensor plus every adapter's factors (even frozen ones)."""
     state = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
     for name, a in adapters_of(model).items():
-        for pname, p in (("lora_A", a.lora_A), ("lora_B", a.lora_B), ("gate", a.gate), ("omega", a.omega)):
+        for pname in FACTORS:
+            p = getattr(a, pname)
             if p is not None:
                 state[f"{name}.{pname}"] = p.detach().to("cpu", copy=True)
     return state
@@ -32,9 +36,9 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
                 a.omega.copy_(state[f"{name}.omega"])
     params = dict(model.named_parameters())
     for key, value in state.items():
-        owner = key.rsplit(".", 1)[0]
-        if owner in adapters:
-            continue
+        owner, _, leaf = key.rpartition(".")
+        if owner in adapters and leaf in FACTORS:
+            continue  # set above, at the saved rank; an adapter's other tensors (DoRA's magnitude) load below
         params[key].copy_(value.to(params[key]))
 
 

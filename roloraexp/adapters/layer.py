@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .merge import MergeByDelta
+
 
 @dataclass
 class Remap:
@@ -33,7 +35,14 @@ class Remap:
     dst_index: torch.Tensor | None = None
 
 
-class LowRankLinear(nn.Module):
+def adapter_input(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The input an adapter's fp32 factors see. Without AMP a half-precision backbone meets fp32
+    adapters: compute the adapter in fp32. Under AMP, autocast casts the small factors down instead:
+    no full-precision copy of the activations is ever made."""
+    return x if torch.is_autocast_enabled(x.device.type) else x.to(dtype)
+
+
+class LowRankLinear(MergeByDelta, nn.Module):  # merge() / unmerge(): W ← W ± ΔW
     def __init__(
         self,
         base: nn.Linear,
@@ -113,30 +122,15 @@ class LowRankLinear(nn.Module):
         out = self.base(x)
         if self.merged or self.rank == 0:
             return out
-        x = self.dropout(x)
-        if not torch.is_autocast_enabled(x.device.type):
-            # Without AMP a half-precision backbone meets fp32 adapters: compute the adapter in fp32.
-            # Under AMP, autocast casts the small factors down instead: no full-precision copy of
-            # the activations is ever made.
-            x = x.to(self.lora_A.dtype)
-        h = F.linear(x, self.lora_A)
+        return out + self.delta_output(self.dropout(x)).to(out.dtype)
+
+    def delta_output(self, x: torch.Tensor) -> torch.Tensor:
+        """ΔW x for an ``x`` that has been through dropout already (DoRA reuses the dropped-out input
+        for its magnitude term); in fp32, or in the autocast dtype under AMP."""
+        h = F.linear(adapter_input(x, self.lora_A.dtype), self.lora_A)
         if self.gate is not None:
             h = h * self.gate
-        h = F.linear(h, self.lora_B)
-        return out + (h * self._factor()).to(out.dtype)
-
-    # ------------------------------------------------------------ merge
-    @torch.no_grad()
-    def merge(self) -> None:
-        if not self.merged:
-            self.base.weight += self.delta_weight().to(self.base.weight.dtype)
-            self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        if self.merged:
-            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
-            self.merged = False
+        return F.linear(h, self.lora_B) * self._factor()
 
     # ------------------------------------------------------------ resize
     def _replace(self, name: str, value: torch.Tensor, dim: int, src, dst) -> Remap:

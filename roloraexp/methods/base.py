@@ -79,13 +79,17 @@ class Method:
     varying_graph = False
     sparsifiers: tuple[str, ...] = ()  # the sparsifier configs a method needs one of (none: takes none)
     adapter_init = "lora"
+    # The learning-rate roles ``param_role`` hands out. ``method.group_lr`` may name one that a model
+    # lacks (no ``head`` on a seq2seq LM) without error; a name outside these is a typo and fails.
+    roles: tuple[str, ...] = ("adapter", "head")
+    uses_rank = True  # False: no rank at all (full fine-tuning, BitFit); method.rank may be null
 
     def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
         self.cfg, self.sparsifier_cfg, self.schedule_cfg, self.seed = cfg, sparsifier, schedule, seed
         self.adapters: dict[str, LowRankLinear] = {}
         self.history: list[dict] = []  # rank configurations and other per-phase records
         rank = cfg.get("rank", 1)
-        if rank is None or rank <= 0:
+        if self.uses_rank and (rank is None or rank <= 0):
             raise ConfigError(f"method.rank must be a positive integer, got {rank}")
         if not 0 <= cfg.get("dropout", 0.0) < 1:
             raise ConfigError(f"method.dropout must be in [0, 1), got {cfg.get('dropout')}")
@@ -143,10 +147,10 @@ class Method:
                 continue
             decay = not (id(p) in gates or p.ndim < 2)
             groups.setdefault((self.param_role(name, p), decay), []).append(p)
-        unknown = set(lrs) - {role for role, _ in groups}
+        unknown = set(lrs) - {role for role, _ in groups} - set(self.roles)
         if unknown:
             raise ConfigError(f"method.group_lr names roles {sorted(unknown)} that no trainable parameter has "
-                              f"(roles here: {sorted({role for role, _ in groups})})")
+                              f"(roles of method={self.cfg.name}: {sorted(set(self.roles) | {r for r, _ in groups})})")
         out = []
         for (role, decay), params in groups.items():
             group = {"params": params, "weight_decay": weight_decay if decay else 0.0, "role": role}
