@@ -450,18 +450,30 @@ def build(table_id: str, runs, skipped, dirs, out: Path, expected: int | None = 
     return df, written + figs
 
 
-def upload_wandb(frames: dict[str, pd.DataFrame], images: list[Path]) -> None:
+def upload_wandb(frames: dict[str, pd.DataFrame], images: list[Path], project: str | None = None,
+                 entity: str | None = None, model: str | None = None) -> None:
+    """Each table (as a ``wandb.Table`` under its id) and its figures to one W&B run per table,
+    where its dashboard (``python -m roloraexp.dashboard``) shows them beside the runs: the same
+    project (default: the runs' ``logger.project``), ``table`` and ``model.name`` config (the
+    dashboard's run filter), group = the table. The run id is fixed per table (``report-<table>``,
+    resumed), so uploading again updates the table the dashboard shows instead of adding a copy.
+    ``WANDB_MODE=offline`` writes it locally for ``wandb sync``."""
     import wandb  # lazily: the report itself needs no W&B
 
-    run = wandb.init(project="roloraexp", job_type="report", name="report-" + "+".join(frames)[:100])
-    try:
-        # Text columns as str (NaN in an object column would break W&B's type inference).
-        text = lambda df: df.astype({c: str for c in df.columns if df[c].dtype == object})  # noqa: E731
-        run.log({tid: wandb.Table(dataframe=text(df)) for tid, df in frames.items()})
-        if images:
-            run.log({f"figures/{p.stem}": wandb.Image(str(p)) for p in images})
-    finally:
-        run.finish()
+    from .tracking import default_entity, default_project
+
+    project, entity = project or default_project(), entity or default_entity(online=False)
+    # Text columns as str (NaN in an object column would break W&B's type inference).
+    text = lambda df: df.astype({c: str for c in df.columns if df[c].dtype == object})  # noqa: E731
+    for tid, df in frames.items():
+        run = wandb.init(project=project, entity=entity, id=f"report-{tid}", resume="allow", name=f"report {tid}",
+                         group=tid, job_type="report", reinit="finish_previous",
+                         config={"table": tid, "model": {"name": model or TABLES[tid].model}})
+        try:
+            run.log({tid: wandb.Table(dataframe=text(df)),
+                     **{f"figures/{p.stem}": wandb.Image(str(p)) for p in images if p.stem.startswith(f"{tid}_")}})
+        finally:
+            run.finish()
 
 
 def main(argv=None) -> int:
@@ -474,7 +486,10 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="override the table's model (e.g. tiny_roberta for a smoke run)")
     p.add_argument("--published", type=Path, default=PUBLISHED_DIR, help="folder of the published CSVs")
     p.add_argument("--strict", action="store_true", help="exit 1 when a file was skipped or a cell is incomplete")
-    p.add_argument("--wandb", action="store_true", help="also log the tables (and figures) to W&B project roloraexp")
+    p.add_argument("--wandb", action="store_true", help="also log the tables (and figures) to W&B, one run per table, "
+                   "where the dashboards (python -m roloraexp.dashboard) show them")
+    p.add_argument("--wandb-project", help="W&B project for --wandb (default: logger.project, where the runs log)")
+    p.add_argument("--wandb-entity", help="W&B entity for --wandb (default: logger.entity, else WANDB_ENTITY, else yours)")
     p.add_argument("--html", action="store_true",
                    help="also write <table>.html: one self-contained page (table, paper numbers, figures, provenance)")
     a = p.parse_args(argv)
@@ -515,7 +530,7 @@ def main(argv=None) -> int:
               f"→ {', '.join(str(w) for w in pages)}" + (f" (+{len(written) - len(pages)} figures)" if len(written) > len(pages) else ""))
     if a.wandb:
         try:
-            upload_wandb(frames, images)
+            upload_wandb(frames, images, a.wandb_project, a.wandb_entity, a.model)
         except ImportError:
             print("report: --wandb needs the wandb package (pip install wandb)", file=sys.stderr)
             return 2

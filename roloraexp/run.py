@@ -79,7 +79,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         method.prepare(model, targets)
         adapters = method.adapters.values()
         result["adapter_shapes"] = {n: {"d_in": a.in_features, "d_out": a.out_features} for n, a in method.adapters.items()}
-        result["head_params"] = count_trainable(model) - sum(a.num_adapter_params() for a in adapters)
+        # count_trainable(a), not a.num_adapter_params(): an "adapter" may be a plain module whose own
+        # weights train (GaLore's target layers); for LowRankLinear the two agree (its base is frozen).
+        result["head_params"] = count_trainable(model) - sum(count_trainable(a) for a in adapters)
         tracker = Tracker(cfg.logger, cfg, out, name=f"{cfg.task.name}-{cfg.method.name}-s{cfg.seed}",
                           resume_id=checkpoint.get("wandb_id") if checkpoint else None,
                           enabled=accelerator.is_main_process)
@@ -118,7 +120,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                 except OSError as e:  # the folder itself is the problem (the error says so)
                     log.error("cannot write %s: %s", out / "results.json", e)
         if tracker is not None:
-            tracker.summary({"final/" + k: v for k, v in record.metrics.items()})
+            tracker.summarize(result)
             tracker.finish(exit_code=0 if result["status"] == "completed" else 1)
     if preempted is not None:
         preempted.hand_over()  # after results.json: submitit requeues, or the process exits 128 + signal

@@ -366,6 +366,7 @@ class Trainer:
         self._track_params()
         self.record.history.append({"phase_end": phase, "step": ctx.step, **method.state(),
                                     "trainable_params": count_trainable(self.model)})
+        self.tracker.log_state(method.state(), ctx.step)  # the ranks each phase ended with (ROLoRA's iterations)
         dist.check_same(acc, "the rank configuration", method.ranks())
         self.position, self.phase_started = (phase + 1, 0, 0), False
         self.save_checkpoint(ctx, None, None, running)

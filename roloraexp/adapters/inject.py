@@ -1,6 +1,7 @@
 """Find the linear layers to adapt and wrap them in :class:`LowRankLinear`."""
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterable
 
 from torch import nn
@@ -11,7 +12,10 @@ from .layer import LowRankLinear
 
 def _matches(name: str, target: str) -> bool:
     # A target names a dotted suffix ("value", "attention.self.value"), never a substring:
-    # "dense" must not catch "some_dense_thing".
+    # "dense" must not catch "some_dense_thing". "re:PATTERN" must match the whole module name,
+    # for layers no suffix singles out: "output.dense" is also the tail of "attention.output.dense".
+    if target.startswith("re:"):
+        return re.fullmatch(target[3:], name) is not None
     return name == target or name.endswith("." + target)
 
 

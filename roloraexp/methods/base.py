@@ -73,6 +73,9 @@ class Method:
 
     uses_gate = False  # trainable diagonal g in B diag(g) A
     uses_omega = False  # trainable scalar ω per adapter
+    # True when the forward uses other parameters from step to step (DyLoRA's sampled rank): a
+    # data-parallel run must then let DDP look for the parameters a step did not reach.
+    varying_graph = False
     sparsifiers: tuple[str, ...] = ()  # the sparsifier configs a method needs one of (none: takes none)
     adapter_init = "lora"
 
