@@ -12,9 +12,11 @@ import sys
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import DATA, compose_config
 from roloraexp import models
+from roloraexp.adapters import adapters_of
 from roloraexp.checkpoint import load_trainable_state
 from roloraexp.export import INFO, export_run, load_export, score
 from roloraexp.export.__main__ import main
@@ -22,16 +24,20 @@ from roloraexp.export.run_folder import read_run, rebuild_base
 from roloraexp.run import run
 
 FAST_ADALORA = ["sparsifier.t_init=0.2", "sparsifier.t_final=0.3", "sparsifier.delta_t=1"]
+# Query/value (32 x 32) and the FFN input (32 -> 64): adapters of two shapes in one model.
+TARGETS = "method.target_modules=[query,value,intermediate.dense]"
 METHODS = {
     "lora": ["method=lora"],
     "adalora": ["method=adalora", "method.rank=4", *FAST_ADALORA],  # mixed ranks, sliced at T - t_f
     "rolora": ["method=rolora", "method.rank=4", *FAST_ADALORA],    # mixed ranks, some pruned to 0
     "weightlora": ["method=weightlora", "method.k=2", "method.select_steps=2"],  # K = 2 of n = 6
     "weightlora_plus": ["method=weightlora_plus", "method.k=2", "method.select_steps=2"],
+    "dylora": ["method=dylora", "method.eval_ranks=[2]"],  # exported at r_max, the rank its metrics score
+    "hydra": ["method=hydra"],                              # both branches as one LoRA + lora_bias
+    "galore": ["method=galore", "method.update_proj_gap=2", "method.target_modules=[query,value]"],  # weights in place
 }
 EXPORTS = [("best", False), ("best", True), ("final", False), ("final", True)]
-# Query/value (32 x 32) and the FFN input (32 -> 64): adapters of two shapes in one model.
-TARGETS = "method.target_modules=[query,value,intermediate.dense]"
+MERGED_ONLY = {"galore"}  # trains the model's own weights: no PEFT adapter, the trained model merged
 
 # Loads every export as a user without roloraexp would: transformers + peft, and export_info.json.
 CLEAN_LOAD = """
@@ -58,6 +64,10 @@ def config(method: str):
                           "trainer.batch_size=8", "trainer.eval_every=2", "trainer.eval_batch_size=64", "trainer.lr=5e-3",
                           "task.max_train_samples=32", "task.max_eval_samples=64", "task.max_seq_length=48", TARGETS,
                           *METHODS[method])
+
+
+def exports_of(method: str):
+    return [(which, merged) for which, merged in EXPORTS if merged or method not in MERGED_ONLY]
 
 
 def dev_inputs(tokenizer) -> dict:
@@ -87,12 +97,15 @@ def exported(tmp_path_factory):
             res = run(config(method), root / method)
             assert res["status"] == "completed", res.get("error")
             model, inputs = built["model"].eval(), dev_inputs(built["tokenizer"])
+            for a in adapters_of(model).values():  # DyLoRA: the rank its metrics score (r_max), as in its evaluate()
+                if hasattr(a, "set_active_rank"):
+                    a.set_active_rank(a.rank)
             with torch.no_grad():
                 logits = {"final": model(**inputs).logits}
                 load_trainable_state(model, torch.load(root / method / "best_trainable.pt"))
                 logits["best"] = model(**inputs).logits
             folders = {}
-            for which, merged in EXPORTS:
+            for which, merged in exports_of(method):
                 folder = root / f"{method}_{which}{'_merged' if merged else ''}"
                 export_run(root / method, folder, which, merged)
                 folders[which, merged] = folder
@@ -119,7 +132,7 @@ def test_exports_give_the_run_models_logits_and_scores(exported, method):
         assert metrics["main"] == pytest.approx(expected["main"], abs=1e-4), (which, merged)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in MERGED_ONLY])
 def test_peft_config_carries_the_runs_ranks_and_nothing_of_roloraexp(exported, method):
     e = exported[method]
     folder = e["folders"]["final", False]
@@ -136,6 +149,7 @@ def test_peft_config_carries_the_runs_ranks_and_nothing_of_roloraexp(exported, m
         assert len(ranks) == 2 and len(info["left_out"]) == 4
     if method in ("adalora", "rolora", "weightlora_plus"):
         assert len(set(ranks.values())) > 1 and cfg["rank_pattern"]
+    assert cfg["lora_bias"] == (method == "hydra")  # Hydra's sequential branch changes the bias
     if method == "lora":  # one rank, one scaling: LoRA's own config, no patterns
         assert (cfg["r"], cfg["lora_alpha"], cfg["rank_pattern"], cfg["alpha_pattern"]) == (8, 16, {}, {})
     omega, run_cfg = e["result"].get("omega"), e["result"]["config"]["method"]
@@ -165,31 +179,38 @@ def test_cli_check_and_one_line_errors(exported, tmp_path, capsys):
     assert main([str(run_dir), str(tmp_path / "m"), "--force"]) == 0
     assert (tmp_path / "m" / "adapter_config.json").is_file() and not (tmp_path / "m" / "model.safetensors").exists()
     assert main([str(run_dir), str(run_dir), "--force"]) == 2 and "not an earlier export" in capsys.readouterr().err
+    assert main([str(exported["galore"]["run_dir"]), str(tmp_path / "g")]) == 2
+    assert "trains the model's own weights" in capsys.readouterr().err
+
+    def fails_with(folder, message):
+        assert main([str(folder), str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
 
     bad = tmp_path / "bad"
+    fails_with(bad, "is not a folder")
     bad.mkdir()
-    cases = [(tmp_path / "nothing", "is not a folder"), (bad, "holds no results.json")]
+    fails_with(bad, "holds no results.json")
     results = json.loads((run_dir / "results.json").read_text())
     (bad / "results.json").write_text(json.dumps(results))
-    cases.append((bad, "holds no best_trainable.pt (the run was made with trainer.save_adapters=false)"))
+    fails_with(bad, "holds no best_trainable.pt (the run was made with trainer.save_adapters=false)")
     (bad / "best_trainable.pt").write_bytes(b"not a checkpoint")
-    cases.append((bad, "cannot read"))
+    fails_with(bad, "cannot read")
     (bad / "best_trainable.pt").write_bytes((run_dir / "best_trainable.pt").read_bytes())
     results["config"]["method"]["_target_"] = "roloraexp.methods.nosuch.Method"
     (bad / "results.json").write_text(json.dumps(results))
-    cases.append((bad, "cannot import roloraexp.methods.nosuch.Method"))
-    for i, (folder, message) in enumerate(cases):
-        assert main([str(folder), str(tmp_path / f"o{i}")]) == 2
-        err = capsys.readouterr().err
-        assert message in err and err.count("\n") == 1, err
+    fails_with(bad, "cannot import roloraexp.methods.nosuch.Method")
+    # bottleneck adapters are not linear in x: no LoRA holds them
+    results["config"]["method"] = OmegaConf.to_container(compose_config("method=hadapter").method, resolve=True)
+    (bad / "results.json").write_text(json.dumps(results))
+    fails_with(bad, "no PEFT export for adapters of class BottleneckAdapter")
+    assert not (tmp_path / "out").exists()  # nothing written by a failed export
 
 
 @pytest.mark.parametrize("rslora", [False, True])
 def test_lora_factors_fold_gates_omega_and_its_sign(rslora):
     """PEFT's (alpha / r)·B'A' (alpha / √r with rsLoRA) is the adapter's s·ω·B diag(g) A, at the rank of
     its non-zero gates; a negative ω's sign goes into B."""
-    from omegaconf import OmegaConf
-
     from roloraexp.adapters import LowRankLinear
     from roloraexp.export.forms import lora_factors
 
@@ -200,10 +221,10 @@ def test_lora_factors_fold_gates_omega_and_its_sign(rslora):
         adapter.gate.copy_(torch.tensor([0.5, 0.0, -1.5, 2.0, 0.0, 1.0]))
         adapter.omega.fill_(-0.7)
     state = {f"a.{k}": getattr(adapter, k).detach().clone() for k in ("lora_A", "lora_B", "gate", "omega")}
-    f = lora_factors("a", adapter, state, OmegaConf.create({"rslora": rslora}))
+    f = lora_factors("a", adapter, state, OmegaConf.create({"rslora": rslora}), adapter.base)
     assert f.rank == 4 and f.alpha > 0
     scaling = f.alpha / (f.rank ** 0.5 if rslora else f.rank)
     torch.testing.assert_close(scaling * f.B @ f.A, adapter.delta_weight().detach(), atol=1e-6, rtol=1e-6)
-    assert lora_factors("a", adapter, {**state, "a.omega": torch.tensor(0.0)}, OmegaConf.create({})) == "ω = 0"
+    assert lora_factors("a", adapter, {**state, "a.omega": torch.tensor(0.0)}, OmegaConf.create({}), adapter.base) == "ω = 0"
     empty = {**state, "a.lora_A": state["a.lora_A"][:0], "a.lora_B": state["a.lora_B"][:, :0], "a.gate": state["a.gate"][:0]}
-    assert lora_factors("a", adapter, empty, OmegaConf.create({})) == "rank 0 (disconnected)"
+    assert lora_factors("a", adapter, empty, OmegaConf.create({}), adapter.base) == "rank 0"

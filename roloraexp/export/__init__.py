@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError
-from .forms import form_of
+from .forms import form_of, trains_weights_in_place
 from .run_folder import BaseModel, RunFolder, head_modules, read_run, rebuild_base
 
 INFO = "export_info.json"
@@ -67,18 +67,16 @@ def _export(run_dir, out_dir, which: str, merged: bool, force: bool) -> dict:
     replace = check_out_dir(out_dir, force)  # before the model loads: a mistake costs seconds
     base = rebuild_base(run)
     cfg, method = run.cfg, run.cfg.method.name
-    if base.adapters or not merged:
+    form, factors, left_out = None, {}, {}
+    if not (merged and trains_weights_in_place(base.adapters)):  # those: the merged model is the trained one
         form = form_of(base.adapters, method)
-        factors, left_out = {}, {}
         for name, adapter in base.adapters.items():
-            f = form.factors(name, adapter, run.state, cfg.method)
+            f = form.factors(name, adapter, run.state, cfg.method, base.model.get_submodule(name))
             (left_out if isinstance(f, str) else factors)[name] = f
-    else:  # a method without adapters (full fine-tuning, BitFit): the merged model is its trained model
-        form, factors, left_out = None, {}, {}
     if form is not None and not factors and not merged:
         raise ConfigError(f"every adapter of this run is empty ({'; '.join(f'{n}: {w}' for n, w in left_out.items())}): "
                           f"there is no PEFT adapter to write")
-    heads = head_modules(run.state, base.adapters, base.model, cfg.model.arch)
+    heads = head_modules(run.state, base.adapters, base.model, cfg.model.arch) if form is not None else []
     out = Path(out_dir)
     if replace:  # only now that the new export is ready to be written
         shutil.rmtree(out)
@@ -88,7 +86,7 @@ def _export(run_dir, out_dir, which: str, merged: bool, force: bool) -> dict:
     if tiny and not merged:  # a random model no one else has: it travels with the adapter
         base.model.save_pretrained(out / BASE_DIR)
         base.tokenizer.save_pretrained(out / BASE_DIR)
-    load_full_state(base.model, run.state, skip=base.adapters)
+    load_full_state(base.model, run.state, skip=base.adapters if form is not None else ())
     if form is not None and factors:
         from peft import get_peft_model
 

@@ -6,6 +6,7 @@ import logging
 import sys
 
 from ..errors import ConfigError, DataError
+from ..models import quiet_transformers
 from . import export_run, load_export, score
 from .run_folder import read_run
 
@@ -35,7 +36,9 @@ def main(argv=None) -> int:
         info = export_run(a.run_dir, a.out_dir, a.which, a.merged, a.force)
         print(summary(info, a.out_dir))
         if a.check:
-            got = score(load_export(a.out_dir), read_run(a.run_dir, a.which).cfg, a.data_dir)
+            with quiet_transformers():  # the base model's load report: its head is the one PEFT replaces
+                model = load_export(a.out_dir)
+            got = score(model, read_run(a.run_dir, a.which).cfg, a.data_dir)
             return report_check(got, info["run_metrics"], a.tolerance)
     except (ConfigError, DataError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, also for nested messages
