@@ -28,8 +28,7 @@ install: $(STAMP)
 demo: DATA_DIR ?= data
 demo: $(STAMP)
 	$(PYTHON) -m roloraexp.run experiment=demo data_dir=$(DATA_DIR) hydra.run.dir=outputs/demo
-	$(PYTHON) -m roloraexp.figures ranks outputs/demo/results.json outputs/demo/ranks.png
-	@echo "figure: outputs/demo/ranks.png"
+	$(PYTHON) -m roloraexp.figures summary outputs/demo
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q -m "not full"

@@ -5,8 +5,13 @@
 - ``memory_vs_active``: peak GPU memory against the number of active adapters (WeightLoRA Fig. 3)
 - ``grad_norm_per_layer``: gradient norm per layer and matrix type (ROLoRA Fig. 3)
 
+and one run's summary, next to its results.json (``summary``): ``training_curve.png`` (loss, eval
+metric and trainable parameters against the step), ``ranks.png``, ``omega.png`` and, for ROLoRA,
+``rank_iterations.png`` (every adapter's rank after each iteration).
+
 CLI: ``python -m roloraexp.figures ranks RESULTS.json [RESULTS.json ...] OUT.png``
-(also ``omega``, ``memory``, and ``gradnorm NORMS.json OUT.png`` with NORMS = {name: norm}).
+(also ``omega``, ``memory``, and ``gradnorm NORMS.json OUT.png`` with NORMS = {name: norm});
+``python -m roloraexp.figures summary RUN_DIR [RUN_DIR ...]``.
 """
 from __future__ import annotations
 
@@ -153,6 +158,124 @@ def grad_norm_per_layer(norms: dict[str, float], out_png, title: str | None = No
                            title or "Gradient norm per layer")
 
 
+def _sort_adapters(names) -> list[str]:
+    """Adapters in model order: stack, layer, matrix type."""
+    def key(name):
+        stack, layer, t = parse_adapter_name(name)
+        return _STACK_ORDER.get(stack, 3), layer, _TYPE_ORDER.index(t) if t in _TYPE_ORDER else len(_TYPE_ORDER), t
+    return sorted(names, key=key)
+
+
+def _adapter_label(name: str, both_stacks: bool) -> str:
+    stack, layer, t = parse_adapter_name(name)
+    where = f"{stack[0]}{layer}" if both_stacks and stack else (str(layer) if layer >= 0 else "")
+    return f"{where} {t}".strip()
+
+
+def main_metric_name(metrics: dict) -> str:
+    """The name the task gives its main metric (``main`` repeats one of the others)."""
+    return next((k for k, v in metrics.items() if k != "main" and v == metrics.get("main")), "main")
+
+
+def training_curve(result: dict, out_png, title: str | None = None) -> Path:
+    """The run's :func:`training_figure`, saved."""
+    return _save(training_figure(result, title), out_png)
+
+
+def training_figure(result: dict, title: str | None = None):
+    """One run against the optimizer step: the training loss (``train_curve``), the main evaluation
+    metric (``history``, the best one starred) and the trainable parameters (``history``: ROLoRA's
+    budget, WeightLoRA's disconnect, AdaLoRA's slice); dashed lines at phase ends (ROLoRA iterations,
+    LoRA* / AdaLoRA* restarts)."""
+    curve = result.get("train_curve") or []
+    history = result.get("history") or []
+    evals = [h for h in history if isinstance(h.get("metrics"), dict) and "main" in h["metrics"]]
+    if not curve and not evals:
+        raise ValueError("the run has no train_curve and no evaluation")
+    fig, (loss_ax, metric_ax, params_ax) = plt.subplots(1, 3, figsize=(12.5, 3.4))
+    if curve:
+        loss_ax.plot([c["step"] for c in curve], [c["loss"] for c in curve], ".-", color="C0")
+    loss_ax.set_ylabel("training loss (mean since the last log)")
+    if evals:
+        xs, ys = [h["step"] for h in evals], [h["metrics"]["main"] for h in evals]
+        metric_ax.plot(xs, ys, "o-", color="C1", ms=3)
+        best = int(np.argmax(ys))
+        metric_ax.scatter([xs[best]], [ys[best]], marker="*", s=120, color="k", zorder=3, label=f"best {ys[best]:.4f}")
+        metric_ax.legend(fontsize=8, loc="best")
+        metric_ax.set_ylabel(f"eval {main_metric_name(evals[-1]['metrics'])}")
+    counted = [h for h in history if isinstance(h.get("trainable_params"), (int, float))]
+    if counted:
+        params_ax.step([h["step"] for h in counted], [h["trainable_params"] for h in counted], "o-", where="post",
+                       color="C2", ms=3)
+    params_ax.set_ylabel("trainable parameters")
+    for ax in (loss_ax, metric_ax, params_ax):
+        for h in history:
+            if "phase_end" in h and h["step"] < result.get("steps", h["step"] + 1):
+                ax.axvline(h["step"], color="0.6", ls="--", lw=0.8)
+        ax.set_xlabel("optimizer step")
+    fig.suptitle(title or f"Training: {_describe(result, 1)}", fontsize=10)
+    return fig
+
+
+def rank_iteration_table(result: dict) -> tuple[list[str], list[str], np.ndarray]:
+    """ROLoRA's rank configurations from ``method_history``, in Algorithm 1's order: the start, then
+    per iteration what SPARSIFY left (line 5) and the allocation the next iteration starts from
+    (lines 6-8); the last iteration's sparsified ranks are the final ones. Returns (column labels,
+    adapters in model order, ranks[adapter, column])."""
+    records = sorted((h for h in result.get("method_history") or [] if "iteration" in h and "ranks" in h),
+                     key=lambda h: h["iteration"])
+    if len(records) < 2:
+        raise ValueError("no per-iteration rank records (ROLoRA writes them)")
+    columns = []
+    for h in records:
+        t = h["iteration"]
+        if t == 0:
+            columns.append(("start", h["ranks"]))
+            continue
+        columns.append((f"{t}: sparsified", h.get("sparsified", h["ranks"])))
+        if t < records[-1]["iteration"]:
+            columns.append((f"{t}: next", h["ranks"]))
+    names = _sort_adapters(columns[0][1])
+    grid = np.array([[col.get(n, 0) for _, col in columns] for n in names], dtype=float)
+    return [label for label, _ in columns], names, grid
+
+
+def rank_iterations(result: dict, out_png, title: str | None = None) -> Path:
+    """ROLoRA: every adapter's rank at the start and after each iteration (:func:`rank_iteration_table`),
+    one row per adapter, the mean rank under each column."""
+    labels, names, grid = rank_iteration_table(result)
+    both = len({parse_adapter_name(n)[0] for n in names}) > 1
+    fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 2.5, 0.28 * len(names) + 1.6))
+    image = ax.imshow(grid, aspect="auto", cmap="viridis")
+    for i, j in np.ndindex(grid.shape):
+        ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                color="w" if grid[i, j] < grid.max() * 0.6 else "k")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels([f"{label}\nmean {grid[:, j].mean():.2f}" for j, label in enumerate(labels)], fontsize=8)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels([_adapter_label(n, both) for n in names], fontsize=7)
+    ax.set_ylabel("adapter (layer, matrix)")
+    fig.colorbar(image, ax=ax, label="rank")
+    ax.set_title(title or f"Rank configuration per iteration: {_describe(result, 1)}", fontsize=10)
+    return _save(fig, out_png)
+
+
+def summary(run_dir) -> list[Path]:
+    """Every figure one run can give, next to its results.json."""
+    path = Path(run_dir)
+    results_path = path if path.suffix == ".json" else path / "results.json"
+    result = json.loads(results_path.read_text())
+    out = results_path.parent
+    drawn = []
+    for name, fn in (("training_curve", training_curve), ("ranks", rank_distribution), ("omega", omega_per_adapter),
+                     ("rank_iterations", rank_iterations)):
+        try:
+            drawn.append(fn(result, out / f"{name}.png"))
+        except ValueError:  # this run has nothing of that kind (no ω, one iteration, ...)
+            continue
+    return drawn
+
+
 def _read_json(path: str):
     try:
         return json.loads(Path(path).read_text())
@@ -162,9 +285,12 @@ def _read_json(path: str):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m roloraexp.figures", description=__doc__.split("\n\n")[0])
-    p.add_argument("kind", choices=["ranks", "omega", "memory", "gradnorm"])
-    p.add_argument("inputs", nargs="+", help="results.json file(s) (gradnorm: one JSON {name: norm}), then OUT.png")
+    p.add_argument("kind", choices=["ranks", "omega", "memory", "gradnorm", "summary"])
+    p.add_argument("inputs", nargs="+", help="results.json file(s) (gradnorm: one JSON {name: norm}), then OUT.png; "
+                                             "summary: run folders (figures go next to their results.json)")
     a = p.parse_args(argv)
+    if a.kind == "summary":
+        return _summaries(a.inputs)
     if len(a.inputs) < 2:
         p.error("give at least one input file and the output PNG")
     *inputs, out = a.inputs
@@ -179,6 +305,19 @@ def main(argv=None) -> int:
         return 1
     print(path)
     return 0
+
+
+def _summaries(run_dirs) -> int:
+    status = 0
+    for run_dir in run_dirs:
+        try:
+            drawn = summary(run_dir)
+        except (OSError, ValueError) as e:
+            print(f"figures: cannot read the run in {run_dir}: {e}", file=sys.stderr)
+            status = 1
+            continue
+        print("\n".join(map(str, drawn)) if drawn else f"figures: {run_dir}: nothing to draw")
+    return status
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """Paper-shaped tables from results.json files, with the published numbers beside each cell.
 
-    python -m roloraexp.report TABLE_ID DIR [DIR ...] [--out results/] [--final] [--seeds N] [--wandb]
+    python -m roloraexp.report TABLE_ID DIR [DIR ...] [--out results/] [--final] [--seeds N] [--wandb] [--html]
     python -m roloraexp.report --all DIR [DIR ...]
 
 Reads every ``results.json`` under the folders given (and nothing else), fills the cells of a
 table declaration (``roloraexp/tables/``) and writes ``<out>/<table>.md``, ``.tex`` and ``.csv`` plus the
-table's figures. Each cell is mean ± sample std (ddof = 1) over the completed seeds with the
-seed count, then the paper's value and the difference. Files that cannot be read or lack
+table's figures (``--html``: also ``<table>.html``, one self-contained page; report_html.py). Each
+cell is mean ± sample std (ddof = 1) over the completed seeds with the seed count, then the
+paper's value and the difference. Files that cannot be read or lack
 required keys are listed as skipped (and printed to stderr), never used; failed runs count as
 failed seeds and are listed; two runs of one (cell, seed) keep the newest file (mtime).
 """
@@ -350,20 +351,29 @@ def render(table: Table, df: pd.DataFrame, failed, filled: Filled, skipped, expe
             md.extend(["", f"## {title}", "", *lines])
             tex.extend([f"% {title}:", *(f"%   {line}" for line in lines)])
 
-    section("Rows this project does not run (the paper's numbers only)",
-            [f"- {row.label}: {row.note}" for row in table.rows if row.note])
-    section("Failed seeds", [f"- {r} / {c}, seed {s}: {why} (`{p}`)" for r, c, s, p, why in failed])
-    section("Duplicate runs (the newest file is kept)",
-            [f"- {r} / {c}, seed {s}: kept `{k.path}`; ignored " + ", ".join(f"`{d.path}`" for d in drop)
-             for r, c, s, k, drop in filled.duplicates])
-    section("Skipped files (not used)", [f"- `{p}`: {why}" for p, why in skipped])
-    section("Runs that match this table but none of its cells",
-            [f"- `{r.path}`: method={r.data['method']} task={r.data['task']} seed={r.data['seed']}"
-             for r in filled.unmatched])
-    lines, mixed = provenance_lines(filled)
-    section("Provenance", lines + [f"- **Warning:** the cells mix {m}" for m in mixed])
+    for title, lines in sections(table, failed, filled, skipped):
+        section(title, lines)
     section("Figures", [f"![{p.stem}]({p.name})" for p in figure_paths])
     return "\n".join(md) + "\n", "\n".join(tex) + "\n"
+
+
+def sections(table: Table, failed, filled: Filled, skipped) -> list[tuple[str, list[str]]]:
+    """The lists under a table, as (title, Markdown lines): rows not run, failed seeds, duplicates,
+    skipped files, runs that fit no cell, provenance. The Markdown, LaTeX and HTML outputs show these."""
+    lines, mixed = provenance_lines(filled)
+    return [
+        ("Rows this project does not run (the paper's numbers only)",
+         [f"- {row.label}: {row.note}" for row in table.rows if row.note]),
+        ("Failed seeds", [f"- {r} / {c}, seed {s}: {why} (`{p}`)" for r, c, s, p, why in failed]),
+        ("Duplicate runs (the newest file is kept)",
+         [f"- {r} / {c}, seed {s}: kept `{k.path}`; ignored " + ", ".join(f"`{d.path}`" for d in drop)
+          for r, c, s, k, drop in filled.duplicates]),
+        ("Skipped files (not used)", [f"- `{p}`: {why}" for p, why in skipped]),
+        ("Runs that match this table but none of its cells",
+         [f"- `{r.path}`: method={r.data['method']} task={r.data['task']} seed={r.data['seed']}"
+          for r in filled.unmatched]),
+        ("Provenance", lines + [f"- **Warning:** the cells mix {m}" for m in mixed]),
+    ]
 
 
 def provenance_lines(filled: Filled) -> tuple[list[str], list[str]]:
@@ -419,8 +429,10 @@ def draw_figures(table: Table, filled: Filled, out: Path, final: bool = False) -
 # ---------------------------------------------------------------- entry point
 
 def build(table_id: str, runs, skipped, dirs, out: Path, expected: int | None = None, final: bool = False,
-          model: str | None = None, published_dir: Path = PUBLISHED_DIR) -> tuple[pd.DataFrame, list[Path]]:
-    """Fill, summarize, draw and write one table; returns its long DataFrame and the files written."""
+          model: str | None = None, published_dir: Path = PUBLISHED_DIR,
+          html: bool = False) -> tuple[pd.DataFrame, list[Path]]:
+    """Fill, summarize, draw and write one table; returns its long DataFrame and the files written
+    (``html``: also ``<table>.html``, one self-contained page, after the .md/.tex/.csv)."""
     table = TABLES[table_id]
     expected = expected or table.seeds
     filled = fill(table, runs, model)
@@ -434,6 +446,11 @@ def build(table_id: str, runs, skipped, dirs, out: Path, expected: int | None = 
     written[0].write_text(md)
     written[1].write_text(tex)
     df.to_csv(written[2], index=False)
+    if html:
+        from .report_html import render_html
+
+        written.append(out / f"{table_id}.html")
+        written[-1].write_text(render_html(table, df, failed, filled, skipped, expected, final, dirs, figs))
     return df, written + figs
 
 
@@ -477,6 +494,8 @@ def main(argv=None) -> int:
                    "where the dashboards (python -m roloraexp.dashboard) show them")
     p.add_argument("--wandb-project", help="W&B project for --wandb (default: logger.project, where the runs log)")
     p.add_argument("--wandb-entity", help="W&B entity for --wandb (default: logger.entity, else WANDB_ENTITY, else yours)")
+    p.add_argument("--html", action="store_true",
+                   help="also write <table>.html: one self-contained page (table, paper numbers, figures, provenance)")
     a = p.parse_args(argv)
 
     if a.all:
@@ -504,14 +523,15 @@ def main(argv=None) -> int:
 
     frames, images, incomplete = {}, [], False
     for tid in table_ids:
-        df, written = build(tid, runs, skipped, dirs, a.out, a.seeds, a.final, a.model, a.published)
+        df, written = build(tid, runs, skipped, dirs, a.out, a.seeds, a.final, a.model, a.published, a.html)
         frames[tid] = df
         images += [w for w in written if w.suffix == ".png"]
         cells = df[df["metric"] != PARAMS]
         n_incomplete = int(cells["mark"].fillna(False).astype(bool).sum())
         incomplete |= n_incomplete > 0
+        pages = [w for w in written if w.suffix != ".png"]
         print(f"{tid}: {int((cells['n'] > 0).sum())}/{len(cells)} cells with results, {n_incomplete} marked {MARK} "
-              f"→ {', '.join(str(w) for w in written[:3])}" + (f" (+{len(written) - 3} figures)" if len(written) > 3 else ""))
+              f"→ {', '.join(str(w) for w in pages)}" + (f" (+{len(written) - len(pages)} figures)" if len(written) > len(pages) else ""))
     if a.wandb:
         try:
             upload_wandb(frames, images, a.wandb_project, a.wandb_entity, a.model)
