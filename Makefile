@@ -30,12 +30,14 @@ demo: $(STAMP)
 	$(PYTHON) -m roloraexp.run experiment=demo data_dir=$(DATA_DIR) hydra.run.dir=outputs/demo
 	$(PYTHON) -m roloraexp.figures summary outputs/demo
 
+# One worker per core (pytest-xdist), one torch thread each; a test file stays on one worker, so
+# its module-scoped fixtures (a trained model shared by its tests) are built once.
 test: $(STAMP)
-	$(PYTHON) -m pytest -q -m "not full"
+	$(PYTHON) -m pytest -q -n auto --dist loadfile -m "not full"
 
 # Whole files, official leaderboard scores: the `full` tests fail (never skip) without the data.
 test-full: $(STAMP)
-	$(PYTHON) -m pytest -q -m full
+	$(PYTHON) -m pytest -q -n auto --dist loadfile -m full
 
 bench: $(STAMP)
 	$(PYTHON) scripts/bench.py

@@ -8,6 +8,11 @@ from hydra import compose, initialize_config_dir
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core (pytest-xdist): one thread each, and in every
+    # subprocess a test starts (the variable is inherited), or the workers' thread pools fight over
+    # the cores. Set before torch is imported anywhere in the worker.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 # The small real slices shipped in the repository (scripts/make_data_slices.py, data/PROVENANCE.md):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, SHARED_DATA, compose_config
+from conftest import DATA, REPO, compose_config
 from roloraexp.tables import TABLES
 
 TASKS = ("sst2", "mrpc", "cola", "qnli", "rte", "stsb")
@@ -72,7 +72,7 @@ def test_declarations_put_our_rows_beside_the_paper_s():
 def make(*args):
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     return subprocess.run(["make", "--no-print-directory", "-o", ".make/installed", f"PYTHON={sys.executable}",
-                           f"DATA_DIR={SHARED_DATA}", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                           f"DATA_DIR={DATA}", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=1200)
 
 
