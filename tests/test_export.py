@@ -1,7 +1,8 @@
 """Export round trips: a run trained through ``roloraexp.run.run`` (tiny RoBERTa, the shipped STS-B
-slice) exported as a PEFT adapter (LoRA, DoRA or VeRA) and as a merged model; both, loaded by transformers/peft in a
-process where roloraexp cannot be imported, give the logits of the run's own model object (1e-5,
-fp32) on real dev sentences, and score on the run's dev set what its results.json says.
+slice) exported as a PEFT adapter (LoRA, DoRA or VeRA) and as a merged model; both, loaded by
+transformers/peft in a process where roloraexp cannot be imported, give the logits of the run's own
+model object (1e-5, fp32) on real dev sentences, and score on the run's dev set what its
+results.json says.
 
 STS-B because its score (Pearson) moves with every prediction: a random tiny model on a
 classification task predicts one class, and a wrong export would score the same."""
