@@ -1,7 +1,8 @@
 """Export round trips: a run trained through ``roloraexp.run.run`` (tiny RoBERTa, the shipped STS-B
-slice) exported as a PEFT adapter and as a merged model; both, loaded by transformers/peft in a
-process where roloraexp cannot be imported, give the logits of the run's own model object (1e-5,
-fp32) on real dev sentences, and score on the run's dev set what its results.json says.
+slice) exported as a PEFT adapter (LoRA, DoRA or VeRA) and as a merged model; both, loaded by
+transformers/peft in a process where roloraexp cannot be imported, give the logits of the run's own
+model object (1e-5, fp32) on real dev sentences, and score on the run's dev set what its
+results.json says.
 
 STS-B because its score (Pearson) moves with every prediction: a random tiny model on a
 classification task predicts one class, and a wrong export would score the same."""
@@ -35,9 +36,16 @@ METHODS = {
     "dylora": ["method=dylora", "method.eval_ranks=[2]"],  # exported at r_max, the rank its metrics score
     "hydra": ["method=hydra"],                              # both branches as one LoRA + lora_bias
     "galore": ["method=galore", "method.update_proj_gap=2", "method.target_modules=[query,value]"],  # weights in place
+    "dora": ["method=dora"],                                # PEFT's LoRA with use_dora: m as lora_magnitude_vector
+    "vera": ["method=vera", "method.rank=16", "method.projection_seed=7"],  # one pair sliced for both shapes
+    "dvora": ["method=dvora", "method.rank=16"],            # no PEFT form: merged by its own merge()
+    "bitfit": ["method=bitfit"],                            # biases in place
+    "full": ["method=full", "method.group_lr.backbone=5e-3"],  # every weight; 5e-3 so that 4 steps move them
 }
 EXPORTS = [("best", False), ("best", True), ("final", False), ("final", True)]
-MERGED_ONLY = {"galore"}  # trains the model's own weights: no PEFT adapter, the trained model merged
+# No PEFT adapter: the model's own weights train (GaLore, BitFit, full), or PEFT has no form (DVoRA).
+MERGED_ONLY = {"galore", "bitfit", "full", "dvora"}
+NO_TARGETS = {"bitfit", "full"}  # no adapters, no method.target_modules
 
 # Loads every export as a user without roloraexp would: transformers + peft, and export_info.json.
 CLEAN_LOAD = """
@@ -62,8 +70,8 @@ assert not [m for m, v in sys.modules.items() if m.split(".")[0] == "roloraexp" 
 def config(method: str):
     return compose_config("model=tiny_roberta", "task=stsb", f"data_dir={DATA}", "logger=disabled", "trainer.max_steps=4",
                           "trainer.batch_size=8", "trainer.eval_every=2", "trainer.eval_batch_size=64", "trainer.lr=5e-3",
-                          "task.max_train_samples=32", "task.max_eval_samples=64", "task.max_seq_length=48", TARGETS,
-                          *METHODS[method])
+                          "task.max_train_samples=32", "task.max_eval_samples=64", "task.max_seq_length=48",
+                          *([] if method in NO_TARGETS else [TARGETS]), *METHODS[method])
 
 
 def exports_of(method: str):
@@ -132,7 +140,7 @@ def test_exports_give_the_run_models_logits_and_scores(exported, method):
         assert metrics["main"] == pytest.approx(expected["main"], abs=1e-4), (which, merged)
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in MERGED_ONLY])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in MERGED_ONLY | {"vera"}])
 def test_peft_config_carries_the_runs_ranks_and_nothing_of_roloraexp(exported, method):
     e = exported[method]
     folder = e["folders"]["final", False]
@@ -150,12 +158,61 @@ def test_peft_config_carries_the_runs_ranks_and_nothing_of_roloraexp(exported, m
     if method in ("adalora", "rolora", "weightlora_plus"):
         assert len(set(ranks.values())) > 1 and cfg["rank_pattern"]
     assert cfg["lora_bias"] == (method == "hydra")  # Hydra's sequential branch changes the bias
-    if method == "lora":  # one rank, one scaling: LoRA's own config, no patterns
+    assert cfg["use_dora"] == (method == "dora")
+    if method in ("lora", "dora"):  # one rank, one scaling: LoRA's own config, no patterns
         assert (cfg["r"], cfg["lora_alpha"], cfg["rank_pattern"], cfg["alpha_pattern"]) == (8, 16, {}, {})
     omega, run_cfg = e["result"].get("omega"), e["result"]["config"]["method"]
     for name in ranks if omega else ():  # ω folded into the scaling: alpha / r = (alpha / r0) · ω
         alpha = cfg["alpha_pattern"].get(name, cfg["lora_alpha"])
         assert alpha / ranks[name] == pytest.approx(run_cfg["alpha"] / run_cfg["rank"] * omega[name], rel=1e-9)
+
+
+def test_dora_exports_its_magnitudes_and_vera_the_runs_projection(exported):
+    """DoRA's m is PEFT's lora_magnitude_vector, one per adapter, as trained; VeRA's config draws the
+    run's pair (its seed and rank, every adapter a target) and the folder stores it."""
+    from safetensors.torch import load_file
+
+    from roloraexp.adapters.vera import SharedProjection
+
+    dora = exported["dora"]
+    saved = load_file(dora["folders"]["final", False] / "adapter_model.safetensors")
+    state = torch.load(dora["run_dir"] / "final_trainable.pt")
+    magnitudes = {k.removeprefix("base_model.model.").removesuffix(".lora_magnitude_vector"): v
+                  for k, v in saved.items() if k.endswith(".lora_magnitude_vector")}
+    assert set(magnitudes) == set(dora["result"]["ranks"])
+    for name, m in magnitudes.items():
+        torch.testing.assert_close(m, state[f"{name}.magnitude"], rtol=0, atol=0)
+
+    vera = exported["vera"]
+    folder = vera["folders"]["final", False]
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    assert (cfg["peft_type"], cfg["r"], cfg["projection_prng_key"], cfg["save_projection"]) == ("VERA", 16, 7, True)
+    assert sorted(cfg["target_modules"]) == sorted(vera["result"]["ranks"])  # none left out: the pair's shape
+    assert cfg["modules_to_save"] == ["classifier", "score"] and cfg["task_type"] == "SEQ_CLS"
+    saved = load_file(folder / "adapter_model.safetensors")
+    ours = SharedProjection(16, 32, 64, seed=7)  # tiny RoBERTa: largest d_in 32, d_out 64 (intermediate.dense)
+    assert torch.equal(saved["base_model.vera_A"], ours.A) and torch.equal(saved["base_model.vera_B"], ours.B)
+
+
+def test_vera_without_save_projection_is_redrawn_by_peft(exported, tmp_path):
+    """With method.save_projection=false the folder holds d and b only, and PEFT draws the pair again
+    from projection_prng_key on load: the run's logits all the same."""
+    e = exported["vera"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    results = json.loads((e["run_dir"] / "results.json").read_text())
+    results["config"]["method"]["save_projection"] = False  # the run's weights do not depend on it
+    (run_dir / "results.json").write_text(json.dumps(results))
+    (run_dir / "final_trainable.pt").write_bytes((e["run_dir"] / "final_trainable.pt").read_bytes())
+    with pytest.warns(UserWarning, match="PRNG"):  # PEFT's own warning, on save and on load
+        export_run(run_dir, tmp_path / "out", "final")
+        model = load_export(tmp_path / "out")
+    from safetensors.torch import load_file
+
+    assert not [k for k in load_file(tmp_path / "out" / "adapter_model.safetensors") if "vera_A" in k or "vera_B" in k]
+    with torch.no_grad():
+        got = model(**torch.load(e["folders"]["final", False].parent / "inputs.pt")).logits
+    torch.testing.assert_close(got, e["logits"]["final"], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -179,8 +236,12 @@ def test_cli_check_and_one_line_errors(exported, tmp_path, capsys):
     assert main([str(run_dir), str(tmp_path / "m"), "--force"]) == 0
     assert (tmp_path / "m" / "adapter_config.json").is_file() and not (tmp_path / "m" / "model.safetensors").exists()
     assert main([str(run_dir), str(run_dir), "--force"]) == 2 and "not an earlier export" in capsys.readouterr().err
-    assert main([str(exported["galore"]["run_dir"]), str(tmp_path / "g")]) == 2
-    assert "trains the model's own weights" in capsys.readouterr().err
+    for method in ("galore", "bitfit", "full"):
+        assert main([str(exported[method]["run_dir"]), str(tmp_path / "g")]) == 2
+        assert "trains the model's own weights" in capsys.readouterr().err
+    assert main([str(exported["dvora"]["run_dir"]), str(tmp_path / "d")]) == 2  # DoRA's m over VeRA's pair
+    err = capsys.readouterr().err
+    assert "PEFT has no form for adapters of class DVoRALinear" in err and "--merged" in err and err.count("\n") == 1
 
     def fails_with(folder, message):
         assert main([str(folder), str(tmp_path / "out")]) == 2
@@ -201,7 +262,8 @@ def test_cli_check_and_one_line_errors(exported, tmp_path, capsys):
     (bad / "results.json").write_text(json.dumps(results))
     fails_with(bad, "cannot import roloraexp.methods.nosuch.Method")
     # bottleneck adapters are not linear in x: no LoRA holds them
-    results["config"]["method"] = OmegaConf.to_container(compose_config("method=hadapter").method, resolve=True)
+    hadapter = OmegaConf.to_container(compose_config("method=hadapter"), resolve=True)
+    results["config"].update(method=hadapter["method"], sparsifier=hadapter["sparsifier"])
     (bad / "results.json").write_text(json.dumps(results))
     fails_with(bad, "no PEFT export for adapters of class BottleneckAdapter")
     assert not (tmp_path / "out").exists()  # nothing written by a failed export

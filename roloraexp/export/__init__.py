@@ -3,14 +3,16 @@
     python -m roloraexp.export RUN_DIR OUT_DIR [--which best|final] [--merged] [--check] [--force]
 
 The run's model is rebuilt from its ``results.json`` config (``run_folder.py``), its saved adapters
-become PEFT modules with the same product (``forms.py``: per-module ranks and scalings through
-``rank_pattern`` / ``alpha_pattern``, gates folded into B, ω into the scaling, rank-0 adapters left
-out), the heads that trained in full go to ``modules_to_save``, and PEFT itself writes the folder
-(``save_pretrained``) or merges it (``merge_and_unload``), so the files are PEFT's own format. The
+become PEFT modules with the same product (``forms.py``: LoRA with per-module ranks and scalings
+through ``rank_pattern`` / ``alpha_pattern``, gates folded into B, ω into the scaling, rank-0
+adapters left out; DoRA as LoRA with ``use_dora``; VeRA with the run's shared pair), the heads that
+trained in full go to ``modules_to_save``, and PEFT itself writes the folder (``save_pretrained``)
+or merges it (``merge_and_unload``), so the files are PEFT's own format. The
 folder references nothing of roloraexp: ``PeftModel.from_pretrained(base_model, OUT_DIR)`` loads it
 with transformers and peft alone. ``export_info.json`` beside it says which transformers class and
 keyword arguments rebuild the base model and what the run measured with these weights; ``--check``
-loads the folder that way and scores it on the run's evaluation set.
+loads the folder that way and scores it on the run's evaluation set. Adapters PEFT has no form for
+(DVoRA) export with ``--merged`` only; they, and VeRA's, merge with their own ``merge()``.
 """
 from __future__ import annotations
 
@@ -54,6 +56,23 @@ def load_full_state(model: torch.nn.Module, state: dict, skip=()) -> None:
         params[key].copy_(value.to(params[key]))
 
 
+@torch.no_grad()
+def merge_own_adapters(model: torch.nn.Module, cfg, names: list[str], state: dict) -> dict:
+    """The run's own adapters on the rebuilt model, its saved weights in them, each merged by its own
+    ``merge()`` (held exact by the adapters' tests) and replaced by its base Linear: a plain model.
+    Returns the adapters (their ``rank`` goes to export_info.json)."""
+    from ..methods import build_method
+
+    method = build_method(cfg)
+    method.prepare(model, names)  # VeRA's pair is drawn again from method.projection_seed, as the run drew it
+    load_full_state(model, state)
+    for name, adapter in method.adapters.items():
+        adapter.merge()
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, adapter.base)
+    return dict(method.adapters)
+
+
 def export_run(run_dir, out_dir, which: str = "best", merged: bool = False, force: bool = False) -> dict:
     """Write the export; returns what ``export_info.json`` holds."""
     from ..models import quiet_transformers
@@ -67,12 +86,10 @@ def _export(run_dir, out_dir, which: str, merged: bool, force: bool) -> dict:
     replace = check_out_dir(out_dir, force)  # before the model loads: a mistake costs seconds
     base = rebuild_base(run)
     cfg, method = run.cfg, run.cfg.method.name
-    form, factors, left_out = None, {}, {}
-    if not (merged and trains_weights_in_place(base.adapters)):  # those: the merged model is the trained one
-        form = form_of(base.adapters, method)
-        for name, adapter in base.adapters.items():
-            f = form.factors(name, adapter, run.state, cfg.method, base.model.get_submodule(name))
-            (left_out if isinstance(f, str) else factors)[name] = f
+    form, factors, left_out = form_of(base.adapters, method, merged), {}, {}
+    for name, adapter in base.adapters.items() if form is not None else ():
+        f = form.factors(name, adapter, run.state, cfg.method, base.model.get_submodule(name))
+        (left_out if isinstance(f, str) else factors)[name] = f
     if form is not None and not factors and not merged:
         raise ConfigError(f"every adapter of this run is empty ({'; '.join(f'{n}: {w}' for n, w in left_out.items())}): "
                           f"there is no PEFT adapter to write")
@@ -86,7 +103,10 @@ def _export(run_dir, out_dir, which: str, merged: bool, force: bool) -> dict:
     if tiny and not merged:  # a random model no one else has: it travels with the adapter
         base.model.save_pretrained(out / BASE_DIR)
         base.tokenizer.save_pretrained(out / BASE_DIR)
-    load_full_state(base.model, run.state, skip=base.adapters if form is not None else ())
+    if form is None and not trains_weights_in_place(base.adapters):  # merged by the adapters: DVoRA, VeRA
+        factors = merge_own_adapters(base.model, cfg, list(base.adapters), run.state)
+    else:  # the heads (or, trained in place, every weight)
+        load_full_state(base.model, run.state, skip=base.adapters if form is not None else ())
     if form is not None and factors:
         from peft import get_peft_model
 
