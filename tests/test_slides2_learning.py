@@ -14,8 +14,8 @@ RECIPE = ("model=minilm", "task=sst2", f"data_dir={DATA}", "logger=disabled", "t
 
 # The method's own knobs; the lr is each family's usual one (LoRA-style adapters 2e-3, GaLore
 # trains every weight, so a full fine-tuning lr).
+# LoRA on this recipe reaches 0.7375 (tests/test_run.py has its learning test; not run a third time).
 METHODS = {
-    "lora": ("method=lora", "trainer.lr=2e-3"),
     "dylora": ("method=dylora", "trainer.lr=2e-3", "method.eval_ranks=[1,4]"),
     # Frozen trains one component per step: with r_max = 8 each gets ~7 updates in 60 steps and the model
     # stays at chance (0.5175 at every rank, measured); r_max = 4 and a larger lr learn.
