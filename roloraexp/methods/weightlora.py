@@ -196,8 +196,7 @@ class WeightLoRA(Method):
         # With B = 0 (the first step) every ω has a zero gradient: thresholding then would choose by
         # position alone and, with ω all 1, never revise it. The reference skips that step; so do we,
         # unless this is the last chance to choose.
-        mask = torch.zeros_like(values, dtype=torch.bool)
-        mask[top_k(values, k, self.topk_by)] = True
+        mask = torch.zeros_like(values, dtype=torch.bool).scatter_(0, top_k(values, k, self.topk_by), True)
         if not final:
             mask |= ~grads.any()
         values = torch.where(mask, values, torch.zeros_like(values))
