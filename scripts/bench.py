@@ -15,7 +15,9 @@ batch and sequence length.
 * The floor holds its frozen weights in the compute dtype too: the least any adapter method can cost.
 
 Timings are interleaved (one step of each variant in turn, repeated) so drift and noise from other
-processes hit all variants alike; the median is reported, with samples/s = batch / median. MFU =
+processes hit all variants alike; the median is reported, with samples/s = batch / median, and
+× floor is the median of each round's ratio to that round's floor step (a shared machine's load
+drifts between rounds; ``--threads 1`` keeps OpenMP threads from contending with it). MFU =
 model FLOPs of one step (counted by ``torch.utils.flop_counter.FlopCounterMode``: the matmuls and
 attention of forward and backward) / (median step time × the device's peak), the peak from the
 table below for the precision (dense, no sparsity) or ``--peak-tflops``. Memory: on CUDA the peak
