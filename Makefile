@@ -10,7 +10,7 @@ help:
 	@echo "make demo    install if needed, then ROLoRA on MiniLM / SST-2 offline on CPU (< 2 min)"
 	@echo "make test    install if needed, then the test suite on the shipped data/ (no ../shared, offline)"
 	@echo "make test-full  the tests that need the full data (../shared/data or ROLORAEXP_DATA=/path)"
-	@echo "make bench   step time and memory: this project's LoRA vs PEFT vs the frozen floor"
+	@echo "make bench   step time, samples/s, MFU, memory: floor, ours and PEFT's LoRA / AdaLoRA, ours ROLoRA"
 	@echo "make TABLE   a paper table (declared in roloraexp/tables/): $(TABLES)"
 	@echo "make tables-help  the variables that scale a table down, and every table's grid, rows, columns"
 

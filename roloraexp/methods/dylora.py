@@ -61,6 +61,7 @@ class DyLoRA(Method):
         self.best_metrics_by_rank: dict[str, dict] = {}
         self.best_main = float("-inf")
         self._saved: list = []
+        self._untouched_idx: dict[tuple, torch.Tensor | None] = {}
 
     def make_adapter(self, name: str, linear: nn.Linear) -> DynamicRankLinear:
         full = min(linear.in_features, linear.out_features)
@@ -80,29 +81,33 @@ class DyLoRA(Method):
         self.rank_counts[b] = self.rank_counts.get(b, 0) + 1
         self.set_rank(b, self.frozen)
 
-    def _untouched(self, b: int) -> torch.Tensor | None:
-        """Components this step must leave alone: all but b (frozen), or those above b."""
-        keep = torch.ones(self.r_max, dtype=torch.bool)
-        keep[b - 1 if self.frozen else slice(0, b)] = False
-        return keep if keep.any() else None
+    def _untouched(self, b: int, device: torch.device) -> torch.Tensor | None:
+        """Indices of the components this step must leave alone: all but b (frozen), or those above b.
+        Made on the host and copied to the device once per (b, device), not at every step (a copy
+        from the host, like ``nonzero`` on the device, makes the host wait for the device)."""
+        key = (b, self.frozen, device)
+        if key not in self._untouched_idx:
+            keep = torch.ones(self.r_max, dtype=torch.bool)
+            keep[b - 1 if self.frozen else slice(0, b)] = False
+            self._untouched_idx[key] = keep.nonzero().view(-1).to(device) if keep.any() else None
+        return self._untouched_idx[key]
 
     @torch.no_grad()
     def before_optimizer_step(self, ctx: TrainContext) -> None:
         self._saved = []
-        keep = self._untouched(self.current_rank)
-        if keep is None:
-            return
         opt = getattr(ctx.optimizer, "optimizer", ctx.optimizer)
         for a in self.adapters.values():
+            idx = self._untouched(self.current_rank, a.lora_A.device)
+            if idx is None:
+                return
             for p, dim in ((a.lora_A, 0), (a.lora_B, 1)):
                 state = {k: v.clone() for k, v in opt.state.get(p, {}).items() if torch.is_tensor(v) and v.shape == p.shape}
-                self._saved.append((p, dim, keep.to(p.device), p.detach().clone(), state))
+                self._saved.append((p, dim, idx, p.detach().clone(), state))
 
     @torch.no_grad()
     def after_optimizer_step(self, ctx: TrainContext) -> list:
         opt = getattr(ctx.optimizer, "optimizer", ctx.optimizer)
-        for p, dim, keep, value, state in self._saved:
-            idx = keep.nonzero().view(-1)
+        for p, dim, idx, value, state in self._saved:
             p.index_copy_(dim, idx, value.index_select(dim, idx))
             for k, v in opt.state.get(p, {}).items():
                 if torch.is_tensor(v) and v.shape == p.shape:

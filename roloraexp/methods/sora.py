@@ -39,6 +39,9 @@ Where this differs from the reference, deliberately:
   > 0 (an early prune is final: a zero gate could otherwise be revived by the next Adam step).
 
 ROLoRA's SCHEDULE scales both sparsity strengths, ξ and the L1 weight, by its aggressiveness.
+
+The L1 term and the proximal step treat all gates at once and never wait for the device
+(``on_device.py``); only a prune reads which gates are zero.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ import torch
 from ..adapters import LowRankLinear, Remap
 from ..errors import ConfigError
 from .base import Method, TrainContext
+from .on_device import all_finite
 from .sparsifier import Sparsifier
 
 
@@ -91,11 +95,13 @@ class SoRASparsifier(Sparsifier):
         self.xi, self.l1 = self.threshold * aggressiveness, self.l1_weight * aggressiveness
 
     def extra_loss(self) -> torch.Tensor | None:
-        """``l1 · Σ|g| / n_gates`` over the gates still present (the reference's compute_loss)."""
+        """``l1 · Σ|g| / n_gates`` over the gates still present (the reference's compute_loss), over
+        all gates concatenated: three kernels, not two per adapter."""
         gates = [a.gate for a in self.adapters.values() if a.gate is not None and a.gate.numel()]
         if not self.l1 or not gates:
             return None
-        return self.l1 * sum(g.abs().sum() for g in gates) / sum(g.numel() for g in gates)
+        every = torch.cat(gates)
+        return self.l1 * every.abs().sum() / every.numel()
 
     @staticmethod
     def _used_lrs(ctx: TrainContext) -> list[float]:
@@ -107,22 +113,26 @@ class SoRASparsifier(Sparsifier):
 
     @torch.no_grad()
     def step(self, ctx: TrainContext) -> None:
+        """The proximal step on every gate at once (``torch._foreach_*``), with no host sync: an
+        overflowed fp16 step (the optimizer skipped it) is skipped by a threshold of 0 chosen on the
+        device (``sign(g)·max(|g| − 0, 0) = g``)."""
+        names = [n for n, a in self.adapters.items() if a.rank]
+        if not names:
+            return
+        gates = [self.adapters[n].gate for n in names]
+        lams = [self.xi] * len(gates)
         if self.times_lr:
             lrs = self._used_lrs(ctx)
-        grads = [a.gate.grad for a in self.adapters.values() if a.rank and a.gate.grad is not None]
-        if grads and not torch.stack([torch.isfinite(g).all() for g in grads]).all():
-            return  # an fp16 overflow: the optimizer skipped this step, so does the proximal step
-        if self.times_lr:
             group_of = {id(p): i for i, group in enumerate(ctx.optimizer.param_groups) for p in group["params"]}
-        for name, a in self.adapters.items():
-            if a.rank == 0:
-                continue
-            lam = self.xi
-            if self.times_lr:
-                if id(a.gate) not in group_of:
+            for i, (name, g) in enumerate(zip(names, gates)):
+                if id(g) not in group_of:
                     raise RuntimeError(f"the gate of {name} is not in the optimizer: cannot read its learning rate")
-                lam = self.xi * lrs[group_of[id(a.gate)]]
-            soft_threshold_(a.gate, lam)
+                lams[i] = self.xi * lrs[group_of[id(g)]]
+        grads = [g.grad for g in gates if g.grad is not None]
+        go = all_finite(grads).to(gates[0].dtype) if grads else None
+        for lam in sorted(set(lams)):  # one λ for all gates but with per-group learning rates
+            some = [g for g, x in zip(gates, lams) if x == lam]
+            soft_threshold_all_(some, lam if go is None else go * lam)
 
     def scores(self) -> dict[str, torch.Tensor]:
         return {n: a.gate.detach().abs() for n, a in self.adapters.items()}
@@ -140,6 +150,15 @@ class SoRASparsifier(Sparsifier):
 def soft_threshold_(g: torch.Tensor, lam: float) -> torch.Tensor:
     """In place: ``g ← sign(g) · max(|g| − lam, 0)`` (the proximal operator of lam·‖g‖₁)."""
     return g.copy_(torch.sign(g) * (g.abs() - lam).clamp_min(0))
+
+
+def soft_threshold_all_(gates: list[torch.Tensor], lam: float | torch.Tensor) -> None:
+    """:func:`soft_threshold_` on every tensor of ``gates``, each elementwise op one launch for all."""
+    shrunk = torch._foreach_abs(gates)
+    torch._foreach_sub_(shrunk, lam)
+    torch._foreach_clamp_min_(shrunk, 0)
+    torch._foreach_mul_(shrunk, torch._foreach_sign(gates))
+    torch._foreach_copy_(gates, shrunk)
 
 
 class SoRA(Method):

@@ -32,6 +32,9 @@ naming both numbers. In a run shorter than an epoch, ``epoch`` means the whole r
 code never disconnects: ω trains for the whole run (top-K every step), which in the one-epoch runs
 of Tables 1 and 6 is exactly T = one epoch.
 
+The ω step of the first T steps treats all ω at once and decides on the device (no host sync,
+``on_device.py``); ω is read on the host only at its log points (``omega_log_every``) and at the choice.
+
 What is recorded: ω for every adapter (``omega/<name>`` while selecting and at the choice;
 ``state()["omega"]`` at each evaluation and in results.json), the kept adapters (``kept``), per-
 adapter ranks, and ``selection``: the step and the trainable parameters before / after the
@@ -174,32 +177,34 @@ class WeightLoRA(Method):
     @torch.no_grad()
     def omega_step(self, ctx: TrainContext, k: int, final: bool) -> None:
         """One StoIHT step on the ω of the adapters still connected: gradient step (taken by the
-        optimizer already when ω is in it), then top-k."""
+        optimizer already when ω is in it), then top-k. All ω at once, and every decision on the
+        device (no host sync): this runs at every step until T."""
         names = self.active()
         omegas = [self.adapters[n].omega for n in names]
+        if ctx.step_skipped and not final:  # fp16 overflow: the optimizer skipped this step, so does ω
+            return
         # In the optimizer, ω's grad was unscaled by the loop; outside it, it still carries the loss scale.
         scale = 1.0 if self.omega_in_optimizer else ctx.grad_scale
         grads = torch.stack([o.grad if o.grad is not None else torch.zeros_like(o) for o in omegas]) / scale
-        if ctx.step_skipped or not torch.isfinite(grads).all():  # fp16 overflow: the optimizer skipped it too
-            if not final:
-                return
+        if ctx.step_skipped:
             grads = torch.zeros_like(grads)  # the choice is due now: make it from ω as it stands
+        # A non-finite ω grad the optimizer did not see (ω outside it): no step, as for a skipped one.
+        grads = torch.where(grads.isfinite().all(), grads, torch.zeros_like(grads))
         values = torch.stack([o.detach() for o in omegas])
         if not self.omega_in_optimizer:
             values = values - self._lr(ctx) * grads
         # With B = 0 (the first step) every ω has a zero gradient: thresholding then would choose by
         # position alone and, with ω all 1, never revise it. The reference skips that step; so do we,
         # unless this is the last chance to choose.
-        if final or bool(grads.any()):
-            keep = top_k(values, k, self.topk_by)
-            mask = torch.zeros_like(values, dtype=torch.bool)
-            mask[keep] = True
-            values = torch.where(mask, values, torch.zeros_like(values))
-        for o, v in zip(omegas, values):
-            o.copy_(v)
-        if self.omega_log_every > 0 and (ctx.step % self.omega_log_every == 0 or final):
-            ctx.log({**{f"omega/{n}": float(v) for n, v in zip(names, values)},
-                     "weightlora/nonzero_omega": int((values != 0).sum())})
+        mask = torch.zeros_like(values, dtype=torch.bool).scatter_(0, top_k(values, k, self.topk_by), True)
+        if not final:
+            mask |= ~grads.any()
+        values = torch.where(mask, values, torch.zeros_like(values))
+        torch._foreach_copy_(omegas, list(values.unbind()))
+        if self.omega_log_every > 0 and (ctx.step % self.omega_log_every == 0 or final):  # a log point: one read
+            logged = values.tolist()
+            ctx.log({**{f"omega/{n}": v for n, v in zip(names, logged)},
+                     "weightlora/nonzero_omega": sum(v != 0 for v in logged)})
 
     def _lr(self, ctx: TrainContext) -> float:
         if self.omega_schedule == "constant" or ctx.optimizer is None:
