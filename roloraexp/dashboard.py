@@ -28,6 +28,7 @@ again updates them in place rather than adding copies.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import re
@@ -158,10 +159,10 @@ def save(w, table_id: str) -> str:
     from wandb_workspaces.workspaces import internal
 
     name = view_name(w.project, table_id)
-    try:  # saved before: update that view (save() updates when the id is set)
+    # Saved before: update that view (save() updates when the id is set); not there yet
+    # (ValueError): created under the fixed name.
+    with contextlib.suppress(ValueError):
         w._internal_id = internal.View.from_name(w.entity, w.project, name).id
-    except ValueError:  # not there yet: created under the fixed name
-        pass
     w._internal_name = name
     w.save()
     return w.url
