@@ -7,8 +7,8 @@ the sharding of data loaders. What is particular to this project:
 * every process must reach the same decision at the same step (the importance scores read the
   all-reduced gradients, seeded choices use the same seed): ``check_same`` confirms that the rank
   configuration is identical on all processes after every change, and stops the run if not;
-* only the main process writes files and W&B; a stop signal on one process stops all at the same
-  step (``any_process``).
+* only the main process writes files and W&B; a stop signal, or a checkpoint due by the clock, on
+  one process acts on all at the same step (``any_process``, polled at the loop's log points).
 """
 from __future__ import annotations
 
@@ -73,13 +73,23 @@ def check_same(acc: Accelerator, what: str, value) -> None:
                            f"a method decision was not made from synchronised state")
 
 
-def any_process(acc: Accelerator, flag: bool) -> bool:
-    """True on every process when ``flag`` is true on any (one small all-reduce)."""
+def any_process(acc: Accelerator, *flags: bool) -> tuple[bool, ...]:
+    """Each of ``flags``, true on every process when it is true on any (one small all-reduce, and a
+    host wait: call it where the loop already waits, not at every step)."""
     if not is_distributed(acc):
-        return flag
-    t = torch.tensor([1 if flag else 0], device=acc.device)
+        return flags
+    t = torch.tensor([1 if f else 0 for f in flags], device=acc.device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
+    return tuple(bool(v) for v in t.tolist())
+
+
+def total(acc: Accelerator, *values: int) -> tuple[int, ...]:
+    """Each of ``values`` summed over the processes (one all-reduce)."""
+    if not is_distributed(acc):
+        return values
+    t = torch.tensor(values, dtype=torch.long, device=acc.device)
+    torch.distributed.all_reduce(t)
+    return tuple(int(v) for v in t.tolist())
 
 
 def export_slurm_env() -> None:

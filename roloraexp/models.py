@@ -1,5 +1,6 @@
 """Load a backbone with the head a task needs, from the hub, a local path, an installed package,
-or (``tiny: true``) a small random model built from a config in code; freeze it; say what trains."""
+or (``tiny: true``) a random model built from a config in code (small ones for tests; a full-size
+shape for memory and speed measurements without a download); freeze it; say what trains."""
 from __future__ import annotations
 
 import importlib
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from omegaconf import OmegaConf
 from torch import nn
 
 from .errors import ConfigError, DataError
@@ -98,10 +100,15 @@ def model_config(model_cfg, tokenizer, task=None):
         except OSError as e:
             raise DataError(f"cannot load the config of model {path!r} (offline with no local copy? set "
                             f"model.name_or_path to a local folder): {str(e).splitlines()[0]}") from e
-    overrides = dict(model_cfg.get("config_overrides") or {})  # e.g. {hidden_dropout_prob: 0.0}
-    for k, v in {**overrides, **(task.model_kwargs() if task is not None else {})}.items():
+    for k, v in {**config_overrides(model_cfg), **(task.model_kwargs() if task is not None else {})}.items():
         setattr(config, k, v)
     return config
+
+
+def config_overrides(model_cfg) -> dict:
+    """``model.config_overrides`` as plain Python values (e.g. {hidden_dropout_prob: 0.0}; a nested
+    one such as rope_parameters must be a dict, not an OmegaConf node, for transformers' checks)."""
+    return OmegaConf.to_container(model_cfg.config_overrides) if model_cfg.get("config_overrides") else {}
 
 
 def max_input_length(config, tokenizer) -> int | None:
@@ -133,16 +140,16 @@ def load_model(model_cfg, task, tokenizer=None) -> tuple[nn.Module, object]:
         raise ConfigError(f"task head {task.head!r} is not one of {sorted(HEADS)}")
     tok = tokenizer if tokenizer is not None else load_tokenizer(model_cfg)
     auto = HEADS[task.head]
-    if model_cfg.get("tiny"):
-        model = auto.from_config(model_config(model_cfg, tok, task))
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[model_cfg.get("dtype", "fp32")]
+    if model_cfg.get("tiny"):  # random weights, built from a config in code (any shape: see llama3_8b_shape.yaml)
+        model = auto.from_config(model_config(model_cfg, tok, task), dtype=dtype)
         new_modules = set()
     else:
         path = resolve_path(model_cfg)
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[model_cfg.get("dtype", "fp32")]
         try:
             with quiet_transformers():
                 model, info = auto.from_pretrained(path, dtype=dtype, output_loading_info=True,
-                                                   **dict(model_cfg.get("config_overrides") or {}), **task.model_kwargs())
+                                                   **config_overrides(model_cfg), **task.model_kwargs())
         except OSError as e:
             raise DataError(f"cannot load model {path!r} (offline with no local copy? set model.name_or_path to a "
                             f"local folder): {str(e).splitlines()[0]}") from e

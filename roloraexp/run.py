@@ -53,6 +53,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
         check_trainer_config(cfg.trainer)
+        if cfg.model.get("dtype", "fp32") not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"model.dtype must be fp32, bf16 or fp16, got {cfg.model.dtype!r}")
         if cfg.model.get("dtype", "fp32") != "fp32" and cfg.trainer.precision == "fp32":
             raise ConfigError(f"model.dtype={cfg.model.dtype} loads the frozen weights in half precision, which "
                               f"needs autocast: set trainer.precision=bf16 (or fp16 on CUDA)")
@@ -110,6 +112,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                 trainable_params=record.trainable_params, trainable_params_peak=record.trainable_params_peak,
                 peak_memory_bytes=record.peak_memory_bytes, steps=record.steps, skipped_steps=record.skipped_steps,
                 world_size=record.world_size, resumed_from=record.resumed_from, train_curve=record.train_curve,
+                throughput=throughput(record),
                 wall_time_s=round(time.time() - started, 2),
                 config=OmegaConf.to_container(cfg, resolve=True), history=record.history,
                 method_history=method.history if method is not None else [], provenance=provenance(),
@@ -172,6 +175,15 @@ def check_targets(cfg: DictConfig, task, config):
     trial = build_method(cfg)
     trial.prepare(skeleton, names)
     return names, trial
+
+
+def throughput(record) -> dict:
+    """Training speed over the steps alone (evaluations, checkpoints and phase ends left out)."""
+    seconds = record.train_seconds
+    return {"train_seconds": round(seconds, 3), "train_examples": record.train_examples,
+            "train_tokens": record.train_tokens,
+            "examples_per_s": round(record.train_examples / seconds, 2) if seconds > 0 else None,
+            "tokens_per_s": round(record.train_tokens / seconds, 1) if seconds > 0 else None}
 
 
 def best_ranks(record) -> dict | None:

@@ -30,6 +30,7 @@ from .adapters import apply_remaps
 from .checkpoint import load_trainable_state, save_state, trainable_state
 from .errors import ConfigError
 from .methods.base import TrainContext, count_trainable
+from .methods.on_device import all_finite
 from .preemption import Preempted, StopSignals
 from .resume import (CHECKPOINT, config_identity, load_optimizer_state, optimizer_state, rng_state, save_checkpoint,
                      set_rng_state)
@@ -56,6 +57,18 @@ class RunRecord:
     world_size: int = 1
     resumed_from: list = field(default_factory=list)  # {"step", "checkpoint"} per resume
     train_curve: list = field(default_factory=list)  # {"step", "loss", "lr"} at every log point
+    # Throughput: seconds in training steps (evaluations, checkpoints and phase ends left out) and the
+    # examples and input tokens (padding excluded) they trained on, summed over processes at the end.
+    train_seconds: float = 0.0
+    train_examples: int = 0
+    train_tokens: int = 0
+
+
+def examples_and_tokens(batch: dict) -> tuple[int, int]:
+    """Examples in a batch and its input tokens, padding excluded (0 for inputs that are no token ids)."""
+    mask, ids = batch.get("attention_mask"), batch.get("input_ids")
+    tokens = int(mask.sum()) if mask is not None else ids.numel() if ids is not None else 0
+    return len(next(iter(batch.values()))), tokens
 
 
 def check_trainer_config(cfg) -> None:
@@ -140,6 +153,8 @@ class Trainer:
         self.position = (0, 0, 0)  # (phase, epoch, steps done in the epoch)
         self.phase_started = False  # on_phase_start has run for self.position's phase
         self.last_checkpoint = time.time()
+        self.clock = time.perf_counter()  # start of the training time not yet in record.train_seconds
+        self.lengths = None  # the training examples' lengths (trainer.group_by_length), read once
         self.train_model = model  # the module the training forward goes through (a DDP wrapper on several processes)
         # The step (1-based) of the first non-finite loss, kept on the device: no sync per step.
         self.bad_loss_step = torch.full((), -1, dtype=torch.long, device=accelerator.device)
@@ -155,7 +170,22 @@ class Trainer:
         (a resumed run can rebuild any epoch's order)."""
         key = np.random.SeedSequence([self.seed, phase, epoch]).generate_state(2, dtype=np.uint64)
         gen = torch.Generator().manual_seed(int(key[0] ^ key[1]) & ((1 << 63) - 1))
-        return torch.randperm(len(self.task.train_dataset), generator=gen)
+        order = torch.randperm(len(self.task.train_dataset), generator=gen)
+        return self.grouped_by_length(order) if self.cfg.get("group_by_length", False) else order
+
+    def grouped_by_length(self, order: torch.Tensor) -> torch.Tensor:
+        """``trainer.group_by_length``: the shuffled order cut into mega-batches of 50 global batches,
+        each sorted by length, longest first (transformers' LengthGroupedSampler): a batch holds
+        examples of similar length, so little of it is padding (SST-2: ~3x fewer tokens computed),
+        while which examples meet in a mega-batch stays random."""
+        if self.lengths is None:
+            if not isinstance(self.task.train_dataset[0], dict) or "input_ids" not in self.task.train_dataset[0]:
+                raise ConfigError(f"trainer.group_by_length needs tokenised examples (input_ids); "
+                                  f"{type(self.task).__name__}'s have none")
+            self.lengths = torch.tensor([len(f["input_ids"]) for f in self.task.train_dataset])
+        size = 50 * self.cfg.batch_size * self.cfg.grad_accum * self.accelerator.num_processes
+        groups = [g[torch.argsort(self.lengths[g], descending=True, stable=True)] for g in order.split(size)]
+        return torch.cat(groups)
 
     def epoch_steps(self, phase: int, epoch: int, skip: int = 0):
         """The optimizer steps of one epoch from step ``skip`` on, each a list of ``grad_accum``
@@ -238,10 +268,12 @@ class Trainer:
         bad = int(self.bad_loss_step.item())
         if bad >= 0:
             raise NumericalFault(f"non-finite training loss at step {bad} (lower trainer.lr, or check the data)")
-        for name, p in self.model.named_parameters():
-            if p.requires_grad and not bool(torch.isfinite(p).all()):
-                raise NumericalFault(f"non-finite trainable weights in {name} at step {self.record.steps} "
-                                     f"(lower trainer.lr or trainer.max_grad_norm)")
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if bool(all_finite([p.detach() for _, p in trainable])):  # one host wait for all weights
+            return
+        name = next(n for n, p in trainable if not bool(torch.isfinite(p).all()))
+        raise NumericalFault(f"non-finite trainable weights in {name} at step {self.record.steps} "
+                             f"(lower trainer.lr or trainer.max_grad_norm)")
 
     # -------------------------------------------------------------- checkpoints
     def _param_names(self) -> dict[int, str]:
@@ -272,6 +304,20 @@ class Trainer:
             log.debug("checkpoint at step %d written in %.2fs", ctx.step, time.time() - started)
         self.accelerator.wait_for_everyone()
         self.last_checkpoint = time.time()
+
+    def _poll(self, ctx: TrainContext, evaluated: bool, end_of_epoch: bool) -> tuple[bool, bool]:
+        """(a stop signal arrived, a checkpoint is due), the same on every process. On several
+        processes the answer is one all-reduce and a host wait, so it is asked only where the loop
+        waits anyway (log points, evaluations, epoch ends) and at step-count checkpoints: a signal
+        is acted on within ``trainer.log_every`` steps, and the clock's checkpoint (which differs
+        between processes) never leaves one process in a barrier the others do not enter."""
+        if dist.is_distributed(self.accelerator):
+            every = self.cfg.get("checkpoint_every")
+            polled = (evaluated or end_of_epoch or ctx.step % self.cfg.log_every == 0
+                      or bool(every) and ctx.step % every == 0)
+            if not polled:
+                return False, False
+        return dist.any_process(self.accelerator, self.stop.received is not None, self._checkpoint_due(ctx, evaluated))
 
     def _checkpoint_due(self, ctx: TrainContext, evaluated: bool) -> bool:
         every = self.cfg.get("checkpoint_every")
@@ -319,6 +365,8 @@ class Trainer:
                 self._run_phase(phase, ctx, bar)
         bar.close()
         self.check_finite()
+        self.record.train_examples, self.record.train_tokens = dist.total(acc, self.record.train_examples,
+                                                                          self.record.train_tokens)
         if acc.device.type == "cuda":
             self.record.peak_memory_bytes = torch.cuda.max_memory_allocated(acc.device)
         log.info("trained %d steps in %.1fs", ctx.step, time.time() - start)
@@ -347,6 +395,7 @@ class Trainer:
         self.model.train()
         per_epoch = self.steps_per_epoch()
         _, epoch, skip = self.position
+        self.clock = time.perf_counter()
         while ctx.phase_step < phase_steps:
             for i, micro_batches in enumerate(self.epoch_steps(phase, epoch, skip), start=skip):
                 self._step(micro_batches, optimizer, scheduler, ctx, running)
@@ -362,16 +411,20 @@ class Trainer:
                                       "train/trainable_params": self.record.trainable_params}, ctx.step)
                     running.zero_()
                 evaluated = bool(cfg.eval_every and ctx.step % cfg.eval_every == 0) or end_of_epoch
-                if evaluated:
-                    self.evaluate(ctx, epoch + (i + 1) / per_epoch)
-                stop = dist.any_process(acc, self.stop.received is not None)
-                if stop or self._checkpoint_due(ctx, evaluated):
-                    self.save_checkpoint(ctx, optimizer, scheduler, running)
+                stop, due = self._poll(ctx, evaluated, end_of_epoch)
+                if evaluated or stop or due:
+                    self._tick()  # what follows is not training time
+                    if evaluated:
+                        self.evaluate(ctx, epoch + (i + 1) / per_epoch)
+                    if stop or due:
+                        self.save_checkpoint(ctx, optimizer, scheduler, running)
+                    self.clock = time.perf_counter()
                 if stop:
                     raise Preempted(self.stop.received or 15, ctx.step, self.stop.previous(self.stop.received or 15))
                 if end_of_epoch:
                     break
             epoch, skip = epoch + 1, 0
+        self._tick()
         method.on_phase_end(ctx)
         self._track_params()
         self.record.history.append({"phase_end": phase, "step": ctx.step, **method.state(),
@@ -392,10 +445,22 @@ class Trainer:
         running.copy_(ck["loop"]["running"])
         set_rng_state(ck["rng"])  # last: building the optimizer must not shift the generators
 
+    def _tick(self) -> None:
+        """Add the time since the clock was last set to ``train_seconds``, once the device has run the
+        steps queued so far (an evaluation or a checkpoint follows: their time is not training's)."""
+        if self.accelerator.device.type == "cuda":
+            torch.cuda.synchronize(self.accelerator.device)
+        now = time.perf_counter()
+        self.record.train_seconds += now - self.clock
+        self.clock = now
+
     def _step(self, micro_batches, optimizer, scheduler, ctx: TrainContext, running) -> None:
         acc, method = self.accelerator, self.method
         method.on_step_start(ctx)
         for j, batch in enumerate(micro_batches):
+            examples, tokens = examples_and_tokens(batch)  # on the loader's host tensors: no device sync
+            self.record.train_examples += examples
+            self.record.train_tokens += tokens
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
             # DDP all-reduces the gradients once per optimizer step, at its last micro-batch.
             sync = j == len(micro_batches) - 1 or not dist.is_distributed(acc)

@@ -44,6 +44,9 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, name):
     assert ddp["status"] == one["status"] == "completed", (ddp.get("error"), one.get("error"))
     assert ddp["world_size"] == 2 and one["world_size"] == 1
     assert ddp["steps"] == one["steps"]
+    # Throughput counts every process's examples and tokens: the same data as the one process.
+    for key in ("train_examples", "train_tokens"):
+        assert ddp["throughput"][key] == one["throughput"][key] > 0, key
     assert ddp["ranks"] == one["ranks"]
     assert ddp["method_history"] == one["method_history"]  # ROLoRA: every iteration's allocation
     for a, b in zip(ddp["history"], one["history"]):
@@ -57,3 +60,21 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, name):
     # Only the main process writes: one results.json, one run folder.
     assert sorted(p.name for p in (tmp_path).iterdir()) == ["ddp", "one"]
     assert proc.stdout.count("results.json") == 1
+
+
+def test_a_checkpoint_due_by_one_process_clock_is_written_by_all_together(tmp_path):
+    """Process 1's clock runs 10,000 times fast, so `checkpoint_minutes` says "due" on it alone at
+    every step: the processes must agree (one all-reduce at the loop's poll points) or process 1 waits in
+    the checkpoint's barrier while process 0 is in the next step's gradient all-reduce."""
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}", WANDB_MODE="disabled",
+               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddp_clock_skew",
+           *COMMON, "method=lora", "trainer.batch_size=4", "trainer.eval_every=0", "trainer.log_every=2",
+           "trainer.checkpoint_minutes=10", "trainer.keep_checkpoint=true", f"hydra.run.dir={out}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "completed" and res["world_size"] == 2
+    # written at a poll point (every log_every = 2 steps), the last one at the final step
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["ctx"]["step"] == 8

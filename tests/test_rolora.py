@@ -176,13 +176,15 @@ def test_phase_end_rescales_interpolates_and_stays_in_budget():
 
 
 def test_minilm_rolora_learns_with_non_uniform_ranks_in_budget(tmp_path):
-    # the SST-2 slice, scored on the whole 872-sentence dev set
+    # the SST-2 slice, scored on 400 dev sentences after each of the 3 iterations; length-grouped
+    # batches compute half the tokens (README "The training loop"): measured 0.75 (0.76 shuffled)
     cfg = compose_config("model=minilm", "task=sst2", f"data_dir={DATA}", "logger=disabled", "method=rolora",
                          "trainer.max_steps=30", "trainer.batch_size=32", "trainer.lr=3e-3", "task.max_seq_length=48",
-                         "task.max_train_samples=1920", "trainer.eval_batch_size=128", "trainer.save_adapters=false",
-                         *FAST_ADALORA)
+                         "task.max_train_samples=1920", "task.max_eval_samples=400", "trainer.eval_batch_size=128",
+                         "trainer.save_adapters=false", "trainer.group_by_length=true", *FAST_ADALORA)
     res = run(cfg, tmp_path)
     assert res["status"] == "completed", res.get("error")
+    print(f"\nROLoRA: best accuracy {res['best_metrics']['accuracy']:.4f}, ranks {sorted(res['ranks'].values())}")
     ranks = list(res["ranks"].values())
     assert len(set(ranks)) > 1, ranks
     assert res["trainable_params_peak"] <= rolora_trainable(res)

@@ -23,8 +23,11 @@ METHODS = {
                       "method.eval_ranks=[1,2]"),
     "hydra": ("method=hydra", "trainer.lr=2e-3"),
     "galore": ("method=galore", "trainer.lr=1e-4", "method.update_proj_gap=20"),
-    "hadapter": ("method=hadapter", "trainer.lr=2e-3"),
-    "padapter": ("method=padapter", "trainer.lr=2e-3"),
+    # Length-grouped batches (half the tokens computed) where they learn as well as shuffled ones:
+    # measured 0.73 and 0.7625 grouped (0.77 / 0.7525 shuffled). DyLoRA, Hydra and GaLore learn less
+    # in 60 grouped steps (0.60, 0.65, 0.56), so they keep shuffled batches.
+    "hadapter": ("method=hadapter", "trainer.lr=2e-3", "trainer.group_by_length=true"),
+    "padapter": ("method=padapter", "trainer.lr=2e-3", "trainer.group_by_length=true"),
 }
 
 

@@ -311,10 +311,11 @@ def test_sora_defaults_prune_components_and_learn_on_minilm_sst2(tmp_path):
     cfg = compose_config("model=minilm", "task=sst2", f"data_dir={DATA}", "method=sora", "logger=disabled",
                          "trainer.max_steps=60", "trainer.batch_size=32", "trainer.lr=5e-3",
                          "trainer.save_adapters=false", "task.max_train_samples=1920", "task.max_eval_samples=400",
-                         "task.max_seq_length=48", "seed=1")
+                         "task.max_seq_length=48", "seed=1", "trainer.group_by_length=true")  # half the compute
     res = run(cfg, tmp_path)
     assert res["status"] == "completed", res.get("error")
+    print(f"\nSoRA: accuracy {res['metrics']['accuracy']:.4f}, rank {sum(res['ranks'].values())}")
     started = len(res["adapter_shapes"]) * cfg.method.rank  # 12 adapters (query, value) at r = 8
     assert 0 < sum(res["ranks"].values()) < started  # measured 85 of 96
     assert res["trainable_params"] < res["trainable_params_peak"]  # the zero-gate components are really gone
-    assert res["metrics"]["accuracy"] > 0.70, res["metrics"]  # measured 0.785; chance is 0.5
+    assert res["metrics"]["accuracy"] > 0.70, res["metrics"]  # measured 0.8125 (0.785 with shuffled batches); chance is 0.5

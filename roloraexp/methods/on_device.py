@@ -19,7 +19,9 @@ import torch
 
 def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
     """One device boolean: no inf or NaN in any of ``tensors`` (the max-norm of a finite tensor is
-    finite and exact, of one holding inf or NaN it is inf or NaN)."""
+    finite and exact, of one holding inf or NaN it is inf or NaN). Empty tensors (a rank-0 adapter's)
+    are finite: the max-norm has no value for them."""
+    tensors = [t for t in tensors if t.numel()]
     if not tensors:
         return torch.ones((), dtype=torch.bool)
     return torch.stack(torch._foreach_norm(tensors, float("inf"))).isfinite().all()
