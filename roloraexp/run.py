@@ -207,8 +207,12 @@ def print_summary(result: dict, out: Path) -> None:
     if ranks:
         rows.append(("mean rank", f"{sum(ranks.values()) / len(ranks):.2f} over {len(ranks)} adapters"))
     rows += [("trainable params (final / peak)", f"{result['trainable_params']:,} / {result['trainable_params_peak']:,}"),
-             ("steps / wall time", f"{result['steps']} / {result['wall_time_s']:.1f}s"),
-             ("results", str(out / "results.json"))]
+             ("steps / wall time", f"{result['steps']} / {result['wall_time_s']:.1f}s")]
+    speed = result.get("throughput") or {}
+    if speed.get("tokens_per_s"):
+        rows.append(("training speed", f"{speed['tokens_per_s']:,.0f} tokens/s, {speed['examples_per_s']:,.1f} examples/s "
+                                       f"({speed['train_seconds']:.1f}s in training steps)"))
+    rows.append(("results", str(out / "results.json")))
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
 

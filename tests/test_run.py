@@ -98,6 +98,7 @@ def test_two_seed_multirun_writes_two_results(tmp_path):
     assert len(results) == 2
     seeds = sorted(json.loads(p.read_text())["seed"] for p in results)
     assert seeds == [1, 2]
+    assert proc.stdout.count("training speed") == 2  # each job's summary says what its steps ran at
 
 
 def test_lora_on_pretrained_minilm_learns_sst2(tmp_path):
