@@ -20,7 +20,7 @@ from roloraexp.run import run
 COMMON = ["model=tiny_roberta", "task=rte", f"data_dir={DATA}", "logger=disabled", "task.max_train_samples=32",
           "task.max_eval_samples=20", "trainer.max_steps=8", "trainer.eval_batch_size=8",
           "+model.config_overrides.hidden_dropout_prob=0.0", "+model.config_overrides.attention_probs_dropout_prob=0.0"]
-CASES = {"lora": ["method=lora"],
+CASES = {"lora": ["method=lora", "trainer.group_by_length=true"],  # length-sorted batches, dealt to both processes
          # AdaLoRA slices its tensors at step T - t_f = 5 (a mid-phase resize: DDP is built again there).
          "adalora": ["method=adalora", "sparsifier.t_init=2", "sparsifier.t_final=3"],
          # ROLoRA resizes at its phase end.
