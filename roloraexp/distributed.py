@@ -76,11 +76,7 @@ def check_same(acc: Accelerator, what: str, value) -> None:
 def any_process(acc: Accelerator, *flags: bool) -> tuple[bool, ...]:
     """Each of ``flags``, true on every process when it is true on any (one small all-reduce, and a
     host wait: call it where the loop already waits, not at every step)."""
-    if not is_distributed(acc):
-        return flags
-    t = torch.tensor([1 if f else 0 for f in flags], device=acc.device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return tuple(bool(v) for v in t.tolist())
+    return tuple(n > 0 for n in total(acc, *(int(f) for f in flags)))
 
 
 def total(acc: Accelerator, *values: int) -> tuple[int, ...]:

@@ -28,6 +28,9 @@ ARCHITECTURES = {
     "llama": dict(targets=["q_proj", "v_proj"], heads=["score", "qa_outputs"]),
 }
 
+# model.dtype: the dtype the frozen weights are loaded in.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 HEADS = {
     "seq_cls": transformers.AutoModelForSequenceClassification,
     "qa": transformers.AutoModelForQuestionAnswering,
@@ -140,7 +143,7 @@ def load_model(model_cfg, task, tokenizer=None) -> tuple[nn.Module, object]:
         raise ConfigError(f"task head {task.head!r} is not one of {sorted(HEADS)}")
     tok = tokenizer if tokenizer is not None else load_tokenizer(model_cfg)
     auto = HEADS[task.head]
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[model_cfg.get("dtype", "fp32")]
+    dtype = DTYPES[model_cfg.get("dtype", "fp32")]
     if model_cfg.get("tiny"):  # random weights, built from a config in code (any shape: see llama3_8b_shape.yaml)
         model = auto.from_config(model_config(model_cfg, tok, task), dtype=dtype)
         new_modules = set()

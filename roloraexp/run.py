@@ -30,7 +30,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     from .distributed import export_slurm_env, make_accelerator
     from .methods import build_method
     from .methods.base import count_trainable
-    from .models import load_model, load_tokenizer, max_input_length, model_config
+    from .models import DTYPES, load_model, load_tokenizer, max_input_length, model_config
     from .preemption import Preempted
     from .provenance import provenance
     from .resume import load_checkpoint, remove_checkpoints, resolve_checkpoint
@@ -53,7 +53,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
         check_trainer_config(cfg.trainer)
-        if cfg.model.get("dtype", "fp32") not in ("fp32", "bf16", "fp16"):
+        if cfg.model.get("dtype", "fp32") not in DTYPES:
             raise ConfigError(f"model.dtype must be fp32, bf16 or fp16, got {cfg.model.dtype!r}")
         if cfg.model.get("dtype", "fp32") != "fp32" and cfg.trainer.precision == "fp32":
             raise ConfigError(f"model.dtype={cfg.model.dtype} loads the frozen weights in half precision, which "
