@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from conftest import smoke
+from roloraexp.adapters import ComponentAdamW
 from roloraexp.adapters.dynamic_rank import DynamicRankLinear
 from roloraexp.methods.base import TrainContext
 from roloraexp.methods.dylora import RANK_HISTOGRAM, DyLoRA
@@ -96,6 +97,26 @@ def test_first_step_leaves_a_zero_state_on_untouched_components():
     for a in m.adapters.values():
         st = ctx.optimizer.state[a.lora_A]
         assert st["exp_avg"][[0, 1, 2, 4, 5]].abs().sum() == 0 and st["exp_avg"][3].abs().sum() > 0
+
+
+def test_each_component_counts_its_own_adam_steps():
+    """Under the loop's ComponentAdamW, a component's step count is the number of steps that updated
+    it, so the first update of a component trained late is a fresh Adam's (lr per entry), not one
+    with the tensor's count (≈ 0.58 lr here: bias correction for 4 steps on one step's moments)."""
+    net, m, ctx = prepared(frozen=True, weight_decay=0.0)
+    ctx.optimizer = ComponentAdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    x = torch.randn(8, 12)
+    for b in (2, 2, 5, 2):
+        train_step(net, m, ctx, b, x)
+    A, B = m.adapters["q"].lora_A, m.adapters["q"].lora_B
+    st = ctx.optimizer.state
+    assert st[A]["step"].view(-1).tolist() == st[B]["step"].view(-1).tolist() == [0, 3, 0, 0, 1, 0]
+    assert st[A]["step"].shape == (6, 1) and st[B]["step"].shape == (1, 6)
+    before = A.detach().clone()
+    train_step(net, m, ctx, 6, x)    # component 5's first update, at the run's 5th step
+    moved = (A.detach() - before)[5]
+    torch.testing.assert_close(moved.abs(), torch.full_like(moved, 1e-2), rtol=1e-3, atol=0)
+    assert st[A]["step"].view(-1).tolist() == [0, 3, 0, 0, 1, 1]
 
 
 def test_sampling_is_seeded_uniform_and_resumes_from_a_checkpoint():

@@ -41,15 +41,16 @@ def test_same_updates_as_galore_torch_over_several_steps():
     m.prepare(ours, ["wide", "tall"])
     opt = m.build_optimizer(ours, TRAINER)
     assert isinstance(opt, GaLoreAdamW) and sum(1 for g in opt.param_groups if g.get("galore_rank")) == 1
+    assert {g["eps"] for g in opt.param_groups} == {1e-6}   # galore-torch's default, for every parameter as run_glue.py
     ref.requires_grad_(True)
     targets = [ref.wide.weight, ref.tall.weight]
     decay = [ref.head.weight]
     no_decay = [ref.wide.bias, ref.tall.bias, ref.head.bias]
     ref_galore = galore_torch.GaLoreAdamW([{"params": targets, "rank": 3, "update_proj_gap": 2, "scale": 0.5,
                                             "proj_type": "std", "weight_decay": 0.05}],
-                                          lr=3e-3, eps=1e-8, no_deprecation_warning=True)
+                                          lr=3e-3, no_deprecation_warning=True)   # its default eps, 1e-6
     ref_adamw = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=3e-3)
+                                  lr=3e-3, eps=1e-6)
     for step in range(7):  # projectors refreshed at steps 0, 2, 4, 6
         x = torch.randn(16, 24)
         for net in (ours, ref):

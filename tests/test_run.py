@@ -65,6 +65,8 @@ def test_results_schema_and_best_tracking(tmp_path):
     (["data_dir=null"], "offline with no local copy"),
     (["method=rolora", "sparsifier=none"], "needs sparsifier=adalora or sparsifier=sora"),
     (["method=lora", "sparsifier=adalora"], "takes no sparsifier"),
+    # 48 examples in batches of 8 = 6 steps = one epoch: WeightLoRA+ would grow at its last step
+    (["method=weightlora_plus", "method.k=2"], "(the run is shorter than one epoch): method=weightlora_plus would never"),
 ])
 def test_bad_input_fails_with_one_clear_line(tmp_path, overrides, message):
     res = run(smoke(*overrides), tmp_path)

@@ -17,9 +17,10 @@ from roloraexp.tables import TABLES
 GLUE = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb"]
 FAMILIES = {  # experiment family -> the rows' methods
     "dylora/roberta_base": (GLUE, ["dylora", "lora"]),
-    "hydra/roberta_base": (GLUE, ["hydra", "lora", "galore"]),
-    "adalora/deberta_v3_base": (GLUE + ["squad_v1", "squad_v2"], ["adalora", "lora", "hadapter", "padapter"]),
+    "hydra/roberta_base": (GLUE, ["hydra", "lora", "galore", "full_ft", "bitfit"]),
+    "adalora/deberta_v3_base": (GLUE + ["squad_v1", "squad_v2"], ["adalora", "lora", "hadapter", "padapter", "full_ft"]),
 }
+CLS_DROPOUT = {"cola": 0.1, "mnli": 0.15, "mrpc": 0.0, "qnli": 0.1, "qqp": 0.15, "rte": 0.2, "sst2": 0.0, "stsb": 0.2}
 CASES = [(fam, t, m) for fam, (tasks, methods) in FAMILIES.items() for t in tasks for m in methods]
 
 
@@ -30,6 +31,11 @@ def test_every_experiment_resolves_for_its_rows(family, task, method):
     assert cfg["table"] == {"dylora/roberta_base": "slides-dylora-table", "hydra/roberta_base": "slides-hydra-table",
                             "adalora/deberta_v3_base": "slides-adalora-" + ("squad" if "squad" in task else "glue")}[family]
     assert cfg["trainer"]["lr"] > 0 and cfg["trainer"]["epochs"] > 0
+    if method in ("full_ft", "bitfit"):   # their lr is per role (method.group_lr): the row's lr must reach every role
+        assert set(cfg["method"]["group_lr"].values()) == {cfg["trainer"]["lr"]} == {cfg["trainer"]["lr_by_method"][method]}
+        return
+    if family.startswith("adalora") and task in CLS_DROPOUT:   # the scripts' --cls_dropout, per task
+        assert cfg["model"]["config_overrides"] == {"cls_dropout": CLS_DROPOUT[task]}
     targets = cfg["method"]["target_modules"]
     if method in ("hadapter", "padapter", "hydra", "galore"):
         assert targets[0].startswith("re:")          # the method keeps its own targets
@@ -68,7 +74,15 @@ def test_declarations_expand_into_the_papers_grids():
     glue = TABLES["slides-adalora-glue"]
     sizes = {r.key: r.overrides for r in glue.grid() if r.task == "rte"}
     assert sizes["hadapter_m32"] == ("method=hadapter", "method.bottleneck=32")
-    assert sizes["adalora_from8"] == ("method=adalora", "sparsifier=adalora", "method.init_rank=8")
+    assert sizes["adalora_r4"] == ("method=adalora", "sparsifier=adalora", "method.init_rank=8")
+    # AdaLoRA's scripts start CoLA and MNLI at rank 3, the other tasks at 2 (target rank 1)
+    inits = {(r.task, r.key): r.overrides[-1] for r in glue.grid() if r.key.startswith("adalora")}
+    assert inits[("rte", "adalora_r1")] == "method.init_rank=2" and inits[("cola", "adalora_r1")] == "method.init_rank=3"
+    assert inits[("mnli", "adalora_r1")] == "method.init_rank=3" and inits[("mnli", "adalora_r4")] == "method.init_rank=12"
+    row = next(r for r in glue.rows if r.key == "adalora_0p32m")
+    mnli_m = next(c for c in glue.cols if c.key == "mnli_m")
+    assert glue.filters(row, mnli_m)["config.method.init_rank"] == 3
+    assert glue.filters(row, glue.cols[0])["config.method.init_rank"] == [2, 3]   # # Params: either
     squad = TABLES["slides-adalora-squad"]
     grid = [(r.key, r.rank) for r in squad.grid() if r.task == "squad_v2"]
     assert [g for g in grid if g[0] == "lora"] == [("lora", r) for r in (1, 2, 4, 8)]

@@ -32,6 +32,8 @@ def resolved(experiment, method):
     # LoRA App. Table 9 / reference scripts: r = 8, alpha 8 (base) / 16 (large), one lr
     ("roberta_base/sst2", "lora", {"trainer.epochs": 60, "trainer.lr": 5e-4, "trainer.batch_size": 16,
                                    "method.rank": 8, "method.alpha": 8, "method.group_lr": None}),
+    ("roberta_base/rte", "lora", {"trainer.batch_size": 32, "trainer.lr": 5e-4}),   # Table 9: 32 on CoLA, QNLI, RTE
+    ("roberta_base/cola", "dora", {"trainer.batch_size": 32, "trainer.lr": 4e-4}),
     ("roberta_large/qnli", "lora", {"trainer.epochs": 10, "trainer.lr": 2e-4, "trainer.batch_size": 4, "method.alpha": 16}),
     ("roberta_base/cola", "full_ft", {"method.group_lr.backbone": 2e-5, "trainer.epochs": 10, "method.rank": None}),
     ("roberta_base/stsb", "bitfit", {"method.group_lr.bias": 1e-3, "trainer.epochs": 40}),

@@ -255,6 +255,16 @@ def test_clear_config_errors(over, match):
         Loop("weightlora", **{"k": 2, "select_steps": 3, **over})
 
 
+@pytest.mark.parametrize("select_steps,epoch_steps", [("epoch", 20), (12, 0), (0.999, 0)])
+def test_weightlora_plus_refuses_to_grow_at_the_last_step(select_steps, epoch_steps):
+    """Grown at the run's last step, WeightLoRA+'s new components would never train (a run shorter
+    than one epoch with the default T = one epoch, say); plain WeightLoRA may choose there."""
+    with pytest.raises(ConfigError, match="would never train them"):
+        Loop("weightlora_plus", k=2, select_steps=select_steps, epoch_steps=epoch_steps, total=12)
+    assert Loop("weightlora", k=2, select_steps=select_steps, epoch_steps=epoch_steps, total=12).method.events == [(12, 2)]
+    assert Loop("weightlora_plus", k=2, select_steps=11, total=12).method.events == [(11, 2)]
+
+
 def test_bad_extension_init_is_a_config_error():
     with pytest.raises(ConfigError, match="gaussian_zero or qr"):
         make_method("weightlora_plus", k=2, extend_init="lora")

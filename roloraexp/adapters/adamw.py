@@ -58,6 +58,17 @@ class ComponentAdamW(torch.optim.AdamW):
         return loss
 
 
+def step_per_component(state: dict, p: torch.Tensor, dim: int) -> torch.Tensor:
+    """``state["step"]`` as one count per component along ``dim`` (shape ``(r, 1)`` for dim 0 of a
+    2-D tensor), on the parameter's device; a scalar count is spread over every component. Under
+    ComponentAdamW each component then gets its own bias correction (see the module docstring)."""
+    step = state["step"]
+    if step.ndim == 0:
+        shape = [p.shape[d] if d == dim else 1 for d in range(p.ndim)]
+        step = state["step"] = step.reshape([1] * p.ndim).expand(shape).to(p.device, copy=True)
+    return step
+
+
 def _per_component(state: dict | None) -> bool:
     return bool(state) and torch.is_tensor(state.get("step")) and state["step"].ndim > 0
 
@@ -73,8 +84,9 @@ def _adamw_per_component(p: torch.Tensor, state: dict, group: dict) -> None:
         p.mul_(1 - lr * weight_decay)
     m.lerp_(grad, 1 - beta1)
     v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    # torch computes the corrections in Python floats (double): so do we, per component.
-    t = step.to(torch.float64)
+    # torch computes the corrections in Python floats (double): so do we, per component, on the
+    # parameter's device (torch keeps a scalar step on the host; a grown tensor's may be there too).
+    t = step.to(p.device, torch.float64)
     step_size = (lr / (1 - beta1**t)).to(p.dtype)
     bias_correction2_sqrt = (1 - beta2**t).sqrt().to(p.dtype)
     denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from transformers.activations import get_activation
 
+from .layer import adapter_input
+
 INITS = ("bert", "houlsby")
 
 
@@ -64,7 +66,7 @@ class BottleneckAdapter(nn.Module):
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         """``W_up σ(W_down x)`` (without the residual)."""
-        return self.up(self.act(self.down(x.to(self.down.weight.dtype)))).to(x.dtype)
+        return self.up(self.act(self.down(adapter_input(x, self.down.weight.dtype)))).to(x.dtype)
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         block = self.block

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layer import LowRankLinear
+from .layer import LowRankLinear, adapter_input
 
 
 class DynamicRankLinear(LowRankLinear):
@@ -47,7 +47,7 @@ class DynamicRankLinear(LowRankLinear):
         if self.merged or self.rank == 0:
             return out
         A, B = self._factors()
-        h = F.linear(F.linear(self.dropout(x).to(A.dtype), A), B)
+        h = F.linear(F.linear(adapter_input(self.dropout(x), A.dtype), A), B)
         return out + (h * (self.alpha / self.active_rank)).to(out.dtype)
 
     def extra_repr(self) -> str:

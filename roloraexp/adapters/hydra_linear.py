@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layer import adapter_input
+
 
 class HydraLinear(nn.Module):
     gate = omega = None  # what Method's defaults look for on LoRA adapters: neither here
@@ -59,8 +61,8 @@ class HydraLinear(nn.Module):
         if self.merged:
             return out
         dt = self.par_down.dtype
-        par = F.linear(F.linear(x.to(dt), self.par_down), self.par_up)
-        seq = F.linear(F.linear(out.to(dt), self.seq_down), self.seq_up)
+        par = F.linear(F.linear(adapter_input(x, dt), self.par_down), self.par_up)
+        seq = F.linear(F.linear(adapter_input(out, dt), self.seq_down), self.seq_up)
         return out + (par + seq).to(out.dtype)
 
     # ------------------------------------------------------------------ merge

@@ -183,6 +183,8 @@ class LowRankLinear(MergeByDelta, nn.Module):  # merge() / unmerge(): W ← W ±
             A2 = torch.cat([A, torch.randn(n_new, self.in_features, device=dev, **gen) * 0.02])
             B2 = torch.cat([B, torch.randn(self.out_features, n_new, device=dev, **gen) * 0.02], 1)
         elif init == "gaussian_zero":
+            # The paper's "random Gaussian"; scaled by 1/√d_out (our choice: unit-norm columns in
+            # expectation, like the orthonormal ones qr appends), which ΔW does not see (A's rows are 0).
             N = torch.randn(self.out_features, n_new, device=dev, **gen) / math.sqrt(self.out_features)
             A2, B2 = torch.cat([A, A.new_zeros(n_new, self.in_features)]), torch.cat([B, N], 1)
         elif init == "qr":
@@ -191,7 +193,7 @@ class LowRankLinear(MergeByDelta, nn.Module):  # merge() / unmerge(): W ← W ±
             Q, R = torch.linalg.qr(Bg, mode="reduced")
             N = torch.randn(self.out_features, n_new, device=dev, **gen)
             N = N - Q @ (Q.T @ N)
-            N = N / N.norm(dim=0, keepdim=True).clamp_min(1e-12)
+            N = N / N.norm(dim=0, keepdim=True).clamp_min(1e-12)  # unit columns (the paper leaves them unnormalised)
             A2 = torch.cat([R @ A, A.new_zeros(n_new, self.in_features)])
             B2 = torch.cat([Q, N], 1)
             if G is not None:

@@ -2,8 +2,9 @@
 
 Budgets are in parameters, so matrices of different shapes are handled correctly: a rank
 component of adapter i costs ``c_i = d_in + d_out (+1 for a gate)`` parameters. The paper's
-``Σ r_i ≤ K·R`` is the special case of equal costs. Every function here returns integer ranks
-with ``Σ r_i c_i ≤ budget``: rounding never breaks the budget.
+``Σ r_i ≤ K·R`` is the special case of equal costs. ``rescale`` and ``interpolate`` give real-valued
+ranks; ``round_to_budget`` turns them into integer ranks with ``Σ r_i c_i ≤ budget``: rounding never
+breaks the budget.
 """
 from __future__ import annotations
 

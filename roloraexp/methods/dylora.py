@@ -9,7 +9,10 @@ at once, then scored at each rank without retraining ("search-free").
   ``method.frozen=true`` only component b (the lower ones are detached in the forward, as in the
   reference). AdamW would still move the other components through its moment decay and weight
   decay, so ``before_optimizer_step`` saves them and their optimizer state and
-  ``after_optimizer_step`` puts both back: they are untouched, bit for bit. (The reference,
+  ``after_optimizer_step`` puts both back: they are untouched, bit for bit. Each component keeps
+  its own Adam step count too (``ComponentAdamW``, as for WeightLoRA+'s grown components), so a
+  component updated on few of the steps gets the bias correction of its own updates (with one count
+  per tensor, a component first updated at step 2000 would move ≈ 3 lr, not lr). (The reference,
   huawei-noah/Efficient-NLP ``DyLoRA/loralib``, only detaches and lets its AdamW move them; its
   ``run_glue.py`` draws b with ``torch.randint(0, r_max)`` in an ``on_step_begin`` callback, always
   with ``frozen=True``, and scores every rank once, after training.)
@@ -27,6 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..adapters.adamw import step_per_component
 from ..adapters.dynamic_rank import DynamicRankLinear
 from ..errors import ConfigError
 from .base import Method, TrainContext
@@ -107,14 +111,19 @@ class DyLoRA(Method):
     @torch.no_grad()
     def after_optimizer_step(self, ctx: TrainContext) -> list:
         opt = getattr(ctx.optimizer, "optimizer", ctx.optimizer)
+        own_steps = getattr(opt, "per_component_step", False)
         for p, dim, idx, value, state in self._saved:
             p.index_copy_(dim, idx, value.index_select(dim, idx))
-            for k, v in opt.state.get(p, {}).items():
+            p_state = opt.state.get(p, {})
+            for k, v in p_state.items():
                 if torch.is_tensor(v) and v.shape == p.shape:
                     if k in state:
                         v.index_copy_(dim, idx, state[k].index_select(dim, idx))
                     else:  # created by this step: the untouched components keep a zero state
                         v.index_fill_(dim, idx, 0)
+            if own_steps and torch.is_tensor(p_state.get("step")):  # the untouched did not take this step
+                step = step_per_component(p_state, p, dim)
+                step.index_copy_(dim, idx, step.index_select(dim, idx) - 1)
         self._saved = []
         return []
 

@@ -107,6 +107,7 @@ class GaLore(Method):
         if self.scale <= 0:
             raise ConfigError(f"method.scale must be > 0, got {self.scale}")
         self.train_all = bool(cfg.get("train_all", True))
+        self.eps = float(cfg.get("eps", 1e-6))
         self.optimizer_state_bytes: dict = {}
         self._optimizer: GaLoreAdamW | None = None
 
@@ -132,7 +133,7 @@ class GaLore(Method):
             if projected:
                 groups.append(dict(group, params=projected, galore_rank=self.rank, update_proj_gap=self.gap,
                                    galore_scale=self.scale))
-        self._optimizer = GaLoreAdamW(groups, lr=trainer_cfg.lr)
+        self._optimizer = GaLoreAdamW(groups, lr=trainer_cfg.lr, eps=self.eps)
         return self._optimizer
 
     def on_phase_end(self, ctx: TrainContext) -> None:

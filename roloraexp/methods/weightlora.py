@@ -70,6 +70,7 @@ class WeightLoRA(Method):
     uses_omega = True
     trains_omega = True  # RLoRA: ω stays 1
     min_select_steps = 1  # RLoRA may choose at step 0
+    trains_after_choice = False  # WeightLoRA+: the grown adapters need steps after T
     checkpoint_attrs = Method.checkpoint_attrs + ("events", "kept", "selection", "select_steps",
                                                   "_memory_mark_pending", "_memory_marked")
 
@@ -139,6 +140,11 @@ class WeightLoRA(Method):
         if last > ctx.total_steps:
             raise ConfigError(f"the adapters would be chosen at step {last}, after the run's last step "
                               f"({ctx.total_steps}); lower method.select_steps or train longer")
+        if self.trains_after_choice and last >= ctx.total_steps:
+            shorter = " (the run is shorter than one epoch)" if self.cfg.select_steps == "epoch" else ""
+            raise ConfigError(f"method.select_steps={self.cfg.select_steps} grows the kept adapters at step {last}, the "
+                              f"run's last{shorter}: method={self.cfg.name} would never train them; set "
+                              f"method.select_steps to fewer steps (a number, or a fraction below 1 of the run)")
         if self.events[0][0] == 0:  # chosen before any training (RLoRA): the loop builds its optimizer after this
             self._select(ctx)
 

@@ -10,7 +10,8 @@ A cell's runs are made by ``Row.overrides`` (default ``method=<run key>``) + the
 ``experiment`` for the column's task + ``method.rank`` / ``method.k`` + ``table=<tag>``. The rank
 is the most specific one declared: a row's setting for the column (``Row.at``), else the row's
 ``rank``, else the column's, else the table's. A column may name a ``setting`` (a parameter
-budget, say) that each row realises its own way through ``Row.at``.
+budget, say) that each row realises its own way through ``Row.at``; where columns name none,
+``Row.at`` may key a task instead (a value the reference script sets for that task alone).
 
 Filters map a dotted path into results.json to a value: ``{"method": "lora", RANK: 8}``; a list
 value means "any of" (``ABSENT`` in it also accepts a run without that key); a path ``"a|b"``
@@ -57,7 +58,9 @@ class Row:
     ranked: bool = True                       # False: the method takes no method.rank (full fine-tuning)
     reads: str | None = None                  # metrics dict it shows, e.g. "metrics_by_rank.3"; default
     #                                           best_metrics (metrics with --final)
-    at: dict = field(default_factory=dict)    # column setting -> Setting; a setting it lacks stays empty
+    at: dict = field(default_factory=dict)    # column setting -> Setting; a setting it lacks stays empty.
+    #                                           In a table without settings: task -> Setting, for the tasks
+    #                                           it names (the others take the row's own)
     experiment: str | None = None             # experiment config per task, when not the table's
     published: str | None = None              # row key in the published CSV when it differs from `key`
     extra: bool = False                       # not in the paper (this project's addition): no published values
@@ -161,6 +164,8 @@ class Table:
             if col.setting not in row.at:
                 return None
             at = row.at[col.setting]
+        elif col.task in row.at:      # a row may also set a task apart (a reference script's per-task value)
+            at = row.at[col.task]
         rank = None
         if row.ranked:
             rank = next(r for r in (at.rank, row.rank, col.rank, self.rank) if r is not None)
