@@ -52,8 +52,31 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
-def group_choice_errors(overrides: list[str], conf: Path = CONF) -> list[str]:
-    """One line per ``group=name`` (also in sweeps ``group=a,b``) whose config file does not exist."""
+def config_dirs(flags: list[str], overrides: list[str]) -> list[Path] | None:
+    """Where Hydra looks for configs: this repository's conf/, plus ``--config-dir`` and the
+    ``file://`` entries of ``hydra.searchpath`` (a user's own methods, "Adding a method"). None when
+    a place cannot be listed here (a ``pkg://`` search path): then Hydra alone judges the names."""
+    dirs = [CONF]
+    for i, f in enumerate(flags):
+        name, _, value = f.partition("=")
+        if name in ("--config-dir", "-cd"):
+            dirs.append(Path(value or flags[i + 1]).expanduser())
+    for o in overrides:
+        if o.lstrip("+").startswith("hydra.searchpath="):
+            for entry in o.split("=", 1)[1].strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if not entry.startswith("file://"):
+                    return None
+                dirs.append(Path(entry[len("file://"):]).expanduser())
+    return dirs
+
+
+def group_choice_errors(overrides: list[str], conf: Path | list[Path] | None = CONF) -> list[str]:
+    """One line per ``group=name`` (also in sweeps ``group=a,b``) whose config file exists in none of
+    the config folders ``conf`` (None: not checked)."""
+    if conf is None:
+        return []
+    confs = [conf] if isinstance(conf, Path) else conf
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
 
@@ -68,7 +91,7 @@ def group_choice_errors(overrides: list[str], conf: Path = CONF) -> list[str]:
             continue
         value = o.value()
         names = value.list if isinstance(value, ChoiceSweep) else [value] if isinstance(value, str) else []
-        known = sorted(str(p.relative_to(conf / group).with_suffix("")) for p in (conf / group).rglob("*.yaml"))
+        known = sorted({str(p.relative_to(c / group).with_suffix("")) for c in confs for p in (c / group).rglob("*.yaml")})
         for name in names:
             if name is None or name == "null" or name in known:
                 continue

@@ -3,6 +3,8 @@
 signal, finishes the optimizer step it is in, writes a checkpoint, and then hands the signal on:
 to the handler that was there before (submitit's, which requeues the job) or, with none, exits with
 the conventional status 128 + signal number. Rerunning the same command resumes from the checkpoint.
+Ctrl-C (SIGINT) does the same; a second Ctrl-C interrupts at once, without a checkpoint (for a run
+stuck in a long evaluation, say).
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import threading
 
 log = logging.getLogger(__name__)
 
-SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2")) if s is not None)
+SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT"))
+                if s is not None)
 
 
 class Preempted(Exception):
@@ -45,13 +48,19 @@ class StopSignals:
 
     def _note(self, signum, frame) -> None:
         if self.received is None:
-            log.warning("received %s: stopping after this optimizer step, with a checkpoint",
-                        signal.Signals(signum).name)
+            log.warning("received %s: stopping after this optimizer step, with a checkpoint%s",
+                        signal.Signals(signum).name,
+                        " (Ctrl-C again stops at once, without one)" if signum == signal.SIGINT else "")
         self.received = signum
+        if signum == signal.SIGINT:  # the next Ctrl-C is Python's KeyboardInterrupt again
+            signal.signal(signal.SIGINT, self._previous.get(signal.SIGINT, signal.default_int_handler))
 
     def previous(self, signum: int):
+        """The handler to pass the signal on to: none for Python's own Ctrl-C handler (it would only
+        raise KeyboardInterrupt after the checkpoint: the run exits 130 instead)."""
         handler = self._previous.get(signum)
-        return handler if callable(handler) and handler not in (signal.SIG_DFL, signal.SIG_IGN) else None
+        passive = (signal.SIG_DFL, signal.SIG_IGN, signal.default_int_handler)
+        return handler if callable(handler) and handler not in passive else None
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():

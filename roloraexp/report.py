@@ -442,6 +442,11 @@ def build(table_id: str, runs, skipped, dirs, out: Path, expected: int | None = 
     md, tex = render(table, df, failed, filled, skipped, expected, final, dirs, figs)
     for m in provenance_lines(filled)[1]:
         print(f"report: {table_id}: the cells mix {m}", file=sys.stderr)
+    for r, c, seed, path, why in failed:   # the README promises these on stderr too, not only in the .md
+        print(f"report: {table_id}: failed seed {seed} of {r} / {c} ({path}): {why}", file=sys.stderr)
+    for r, c, seed, kept, dropped in filled.duplicates:
+        print(f"report: {table_id}: duplicate runs of {r} / {c} seed {seed}: kept {kept.path}, ignored "
+              + ", ".join(str(d.path) for d in dropped), file=sys.stderr)
     written = [out / f"{table_id}.md", out / f"{table_id}.tex", out / f"{table_id}.csv"]
     written[0].write_text(md)
     written[1].write_text(tex)

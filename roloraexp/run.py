@@ -50,6 +50,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
               "seed": cfg.seed, "table": cfg.get("table")}
     try:
         check_output_dir(out)
+        if cfg.get("data_dir") and not Path(str(cfg.data_dir)).expanduser().is_absolute():
+            # Recorded as an absolute path: results.json (export --check, the report) is read from anywhere.
+            cfg.data_dir = str(Path(str(cfg.data_dir)).expanduser().resolve())
         if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
             raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
         check_trainer_config(cfg.trainer)
@@ -75,8 +78,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         steps = phase_steps(cfg.trainer, len(task.train_dataset), int(os.environ.get("WORLD_SIZE", "1")))
         dry.check_steps(steps, steps * dry.num_phases)
         accelerator = make_accelerator(cfg.trainer)
+        result["precision"] = {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
         path = resolve_checkpoint(cfg.trainer, out)
         checkpoint = load_checkpoint(path, cfg, accelerator.device) if path is not None else None
+        # Before the model load: a W&B that cannot start (logger=online without a login) is one line now.
+        tracker = Tracker(cfg.logger, cfg, out, name=f"{cfg.task.name}-{cfg.method.name}-s{cfg.seed}",
+                          resume_id=checkpoint.get("wandb_id") if checkpoint else None,
+                          enabled=accelerator.is_main_process)
         model, _ = load_model(cfg.model, task, tokenizer)
         method.prepare(model, targets)
         adapters = method.adapters.values()
@@ -84,9 +92,6 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         # count_trainable(a), not a.num_adapter_params(): an "adapter" may be a plain module whose own
         # weights train (GaLore's target layers); for LowRankLinear the two agree (its base is frozen).
         result["head_params"] = count_trainable(model) - sum(count_trainable(a) for a in adapters)
-        tracker = Tracker(cfg.logger, cfg, out, name=f"{cfg.task.name}-{cfg.method.name}-s{cfg.seed}",
-                          resume_id=checkpoint.get("wandb_id") if checkpoint else None,
-                          enabled=accelerator.is_main_process)
         Trainer(model, task, method, cfg.trainer, tracker, record, out, cfg.seed, accelerator, checkpoint,
                 run_config=cfg).fit()
         result["status"] = "completed"
@@ -240,10 +245,10 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """``python -m roloraexp.run [overrides] [-m] [overrides]``: Hydra's command line, with flags and
     overrides in any order and unknown config names caught before anything runs (roloraexp/cli.py)."""
-    from .cli import group_choice_errors, share_run_stamp, split_args
+    from .cli import config_dirs, group_choice_errors, share_run_stamp, split_args
 
     flags, overrides = split_args(sys.argv[1:])
-    errors = group_choice_errors(overrides)
+    errors = group_choice_errors(overrides, config_dirs(flags, overrides))
     if errors:
         print("\n".join(f"error: {e}" for e in errors), file=sys.stderr)
         raise SystemExit(2)

@@ -64,12 +64,19 @@ class Tracker:
         os.environ.setdefault("WANDB_SILENT", "true")
         self.cells = cells_of(run_identity(cfg))
         config = {**OmegaConf.to_container(cfg, resolve=True), CONFIG_KEY: config_entry(self.cells)}
-        self.run = wandb.init(
-            project=logger_cfg.get("project", "roloraexp"), entity=logger_cfg.get("entity"), mode=self.mode,
-            dir=str(output_dir), name=name, group=logger_cfg.get("group"), tags=list(logger_cfg.get("tags") or []),
-            job_type=cfg.method.name, config=config, reinit="finish_previous",
-            id=resume_id, resume="allow" if resume_id else None,
-        )
+        try:
+            self.run = wandb.init(
+                project=logger_cfg.get("project", "roloraexp"), entity=logger_cfg.get("entity"), mode=self.mode,
+                dir=str(output_dir), name=name, group=logger_cfg.get("group"), tags=list(logger_cfg.get("tags") or []),
+                job_type=cfg.method.name, config=config, reinit="finish_previous",
+                id=resume_id, resume="allow" if resume_id else None,
+            )
+        except (wandb.errors.UsageError, wandb.errors.CommError, wandb.errors.AuthenticationError) as e:
+            from .errors import ConfigError
+
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"logger={self.mode}: W&B did not start ({first}); run `wandb login` or set "
+                              f"WANDB_API_KEY, or use logger=offline (wandb sync uploads it later)") from e
 
     @property
     def run_id(self) -> str | None:

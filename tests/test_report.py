@@ -93,6 +93,8 @@ def test_means_stds_counts_and_marks(runs, tmp_path, capsys):
     assert "notes.json" not in md
     err = capsys.readouterr().err
     assert "skipped" in err and "corrupt/results.json" in err and "partial/results.json" in err
+    assert "failed seed 4 of lora / rte" in err and "CUDA out of memory" in err
+    assert "duplicate runs of lora / cola seed 2" in err and "cola2_old" in err
     tex = (out / "rolora-table1.tex").read_text()
     assert r"\begin{tabular}" in tex and r"90.00 $\pm$ 1.58 (5)" in tex and r"(3/5)$^\ddagger$" in tex
 

@@ -98,6 +98,11 @@ def test_sigterm_checkpoints_at_the_step_boundary_and_exits_for_requeue(tmp_path
     assert res["resumed_from"][0]["step"] == 3  # the step the signal arrived in was finished and saved
 
 
+def test_ctrl_c_checkpoints_at_the_step_boundary_and_the_same_command_resumes(tmp_path):
+    res = killed_and_resumed(tmp_path, BASE + ["method=lora"], [("step", 3, "SIGINT")])
+    assert res["resumed_from"][0]["step"] == 3   # exit 130, no traceback; nothing after the last eval lost
+
+
 def test_a_preempted_run_says_so_and_how_to_go_on(tmp_path):
     proc = launch(tmp_path / "run", BASE + ["method=lora"], ("step", 3, "SIGUSR1"))
     assert proc.returncode == 128 + signal.SIGUSR1

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import DATA, REPO, compose_config, smoke
 from roloraexp.methods.lora import LoRA
@@ -65,6 +66,18 @@ def test_results_schema_and_best_tracking(tmp_path):
     (["data_dir=null"], "offline with no local copy"),
     (["method=rolora", "sparsifier=none"], "needs sparsifier=adalora or sparsifier=sora"),
     (["method=lora", "sparsifier=adalora"], "takes no sparsifier"),
+    # wrong types and ranges: one line naming the key, before any data or model is read
+    (["trainer.max_steps=abc"], "trainer.max_steps must be an integer >= 0, got 'abc'"),
+    (["trainer.log_every=0"], "trainer.log_every must be an integer >= 1"),
+    (["trainer.weight_decay=abc"], "trainer.weight_decay must be a number >= 0"),
+    (["trainer.warmup_ratio=abc"], "trainer.warmup_ratio must be in [0, 1]"),
+    (["method.alpha=abc"], "method.alpha must be a number > 0"),
+    (["method.rank=2.5"], "method.rank must be a positive integer, got 2.5"),
+    (["method=rolora", "method.iterations=abc"], "method.iterations (T) must be an integer >= 1"),
+    (["task.max_seq_length=-5"], "task.max_seq_length must be an integer >= 1 (or null), got -5"),
+    (["task=squad_v1", "task.train_from_dev=true", "task.doc_stride=64"],
+     "task.doc_stride=64 must be smaller than task.max_seq_length (64)"),
+    (["method.target_modules=['re:(unclosed']"], "target_modules: 're:(unclosed' is not a regular expression"),
     # 48 examples in batches of 8 = 6 steps = one epoch: WeightLoRA+ would grow at its last step
     (["method=weightlora_plus", "method.k=2"], "(the run is shorter than one epoch): method=weightlora_plus would never"),
 ])
@@ -89,6 +102,32 @@ def test_unknown_names_and_user_errors_give_no_traceback(tmp_path):
                f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert user.returncode == 1 and "Traceback" not in user.stderr
     assert "error: method.rank must be a positive integer, got -1" in user.stderr
+
+
+def test_task_counts_are_checked_before_any_data_is_read():
+    from roloraexp.errors import ConfigError
+    from roloraexp.tasks import build_task
+
+    with pytest.raises(ConfigError, match=r"task.num_beams must be an integer >= 1 \(or null\), got 0"):
+        build_task(compose_config("task=xsum", "model=tiny_bart", "task.num_beams=0", "data_dir=/nonexistent"))
+
+
+def test_a_relative_data_dir_is_recorded_absolute(tmp_path, monkeypatch):
+    """`make demo` passes data_dir=data: results.json (read by export --check from anywhere) holds
+    the absolute folder."""
+    monkeypatch.chdir(REPO)
+    res = run(smoke("data_dir=data", "trainer.max_steps=1"), tmp_path)
+    assert res["status"] == "completed", res.get("error")
+    assert res["config"]["data_dir"] == str(DATA.resolve())
+
+
+def test_results_record_the_precision_that_trained(tmp_path):
+    """fp16 needs CUDA's loss scaler: asked for on a machine without CUDA, the run trains in fp32 and
+    results.json says so (the config keeps what was asked)."""
+    res = run(smoke("trainer.precision=fp16", "trainer.max_steps=2"), tmp_path)
+    assert res["status"] == "completed", res.get("error")
+    assert res["precision"] == ("fp16" if torch.cuda.is_available() else "fp32")
+    assert res["config"]["trainer"]["precision"] == "fp16"
 
 
 def test_two_seed_multirun_writes_two_results(tmp_path):

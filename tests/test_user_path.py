@@ -134,3 +134,42 @@ def test_no_hub_no_data_is_one_line_and_the_load_report_stays_in_run_log(tmp_pat
     screen = proc.stdout + proc.stderr
     assert "LOAD REPORT" not in screen and "Loading weights" not in screen
     assert "newly initialised ['classifier.bias', 'classifier.weight']" in (tmp_path / "minilm" / "run.log").read_text()
+
+
+MY_METHOD = '''
+from roloraexp.methods.base import Method
+
+class MyMethod(Method):
+    uses_gate = True
+    def after_optimizer_step(self, ctx):
+        remaps = []
+        for name, a in self.adapters.items():
+            if ctx.step == 2 and a.rank > 2:
+                remaps += a.keep(range(2))
+        return remaps
+'''
+
+
+def test_a_method_of_ones_own_package_runs_from_its_own_conf_folder(tmp_path):
+    """README "Adding a method": the example method in the user's package, its YAML in the user's
+    conf/method/, found through hydra.searchpath (the command line's name check looks there too)."""
+    (tmp_path / "mypackage").mkdir()
+    (tmp_path / "mypackage" / "__init__.py").write_text("")
+    (tmp_path / "mypackage" / "my_method.py").write_text(MY_METHOD)
+    (tmp_path / "conf" / "method").mkdir(parents=True)
+    (tmp_path / "conf" / "method" / "my_method.yaml").write_text(
+        "_target_: mypackage.my_method.MyMethod\nname: my_method\nrank: 8\nalpha: 16\ndropout: 0.0\ntarget_modules: null\n")
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{tmp_path}", WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
+    args = ["method=my_method", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model=tiny_roberta", "task=rte",
+            f"data_dir={DATA}", "logger=disabled", "trainer.max_steps=4", "trainer.batch_size=8",
+            "task.max_train_samples=32", "task.max_eval_samples=16", "trainer.save_adapters=false",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run([sys.executable, "-m", "roloraexp.run", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["status"] == "completed" and res["method"] == "my_method" and set(res["ranks"].values()) == {2}
+    assert res["trainable_params"] < res["trainable_params_peak"]   # the shrink at step 2 was real
+    typo = subprocess.run([sys.executable, "-m", "roloraexp.run", "method=my_methd", *args[1:]], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert typo.returncode == 2 and "close matches: my_method" in typo.stderr

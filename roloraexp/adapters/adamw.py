@@ -66,6 +66,8 @@ def step_per_component(state: dict, p: torch.Tensor, dim: int) -> torch.Tensor:
     if step.ndim == 0:
         shape = [p.shape[d] if d == dim else 1 for d in range(p.ndim)]
         step = state["step"] = step.reshape([1] * p.ndim).expand(shape).to(p.device, copy=True)
+    elif step.device != p.device:  # loaded from a checkpoint onto the host, say
+        step = state["step"] = step.to(p.device)
     return step
 
 

@@ -25,6 +25,12 @@ def find_target_modules(model: nn.Module, targets: Iterable[str], exclude: Itera
     targets, exclude = list(targets), tuple(exclude)
     if not targets:
         raise ConfigError("target_modules is empty: name at least one module to adapt")
+    for t in targets:
+        if t.startswith("re:"):
+            try:
+                re.compile(t[3:])
+            except re.error as e:
+                raise ConfigError(f"target_modules: {t!r} is not a regular expression ({e})") from e
     found, hit, in_head = [], set(), set()
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear):

@@ -38,7 +38,11 @@ def main(argv=None) -> int:
         if a.check:
             with quiet_transformers():  # the base model's load report: its head is the one PEFT replaces
                 model = load_export(a.out_dir)
-            got = score(model, read_run(a.run_dir, a.which).cfg, a.data_dir)
+            try:
+                got = score(model, read_run(a.run_dir, a.which).cfg, a.data_dir)
+            except DataError as e:  # the export is written: say how to check it without exporting again
+                raise DataError(f"{e} (the export in {a.out_dir} is written; check it with --check --data-dir PATH "
+                                f"--force, or load it as it is)") from e
             return report_check(got, info["run_metrics"], a.tolerance)
     except (ConfigError, DataError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, also for nested messages

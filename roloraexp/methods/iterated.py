@@ -11,11 +11,18 @@ from ..errors import ConfigError
 from .base import TrainContext
 
 
+def check_iterations(cfg) -> int:
+    """``method.iterations`` (T, default 3), an integer >= 1, or one line saying what it got."""
+    t = cfg.get("iterations", 3)
+    if not isinstance(t, int) or isinstance(t, bool) or t < 1:
+        raise ConfigError(f"method.iterations (T) must be an integer >= 1, got {t!r}")
+    return t
+
+
 class Iterated:
     def __init__(self, cfg, *args, **kwargs):
         super().__init__(cfg, *args, **kwargs)
-        if int(cfg.get("iterations", 3)) < 1:
-            raise ConfigError(f"method.iterations (T) must be >= 1, got {cfg.get('iterations')}")
+        check_iterations(cfg)
 
     @property
     def num_phases(self) -> int:

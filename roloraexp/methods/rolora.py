@@ -30,6 +30,7 @@ from torch import nn
 from ..errors import ConfigError
 from .base import Method, TrainContext
 from .budget import gated_budget, interpolate, rescale, round_to_budget
+from .iterated import check_iterations
 from .schedules import relief
 
 SPARSIFIERS = {"adalora": "roloraexp.methods.adalora.AdaLoRASparsifier",
@@ -43,8 +44,7 @@ class ROLoRA(Method):
 
     def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
         super().__init__(cfg, sparsifier, schedule, seed)
-        if int(cfg.get("iterations", 3)) < 1:
-            raise ConfigError(f"method.iterations (T) must be >= 1, got {cfg.get('iterations')}")
+        check_iterations(cfg)
         name = sparsifier.name
         if not 0 < cfg.get("sparsify_to", 0.5) <= 1:
             raise ConfigError(f"method.sparsify_to must be in (0, 1], got {cfg.get('sparsify_to')}")

@@ -217,6 +217,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(a.tasks) - set(TABLES[a.table].tasks if a.table else ())
     if unknown:
         p.error(f"{a.table} has no task {', '.join(sorted(unknown))}")
+    if a.table and a.methods:  # a typo would otherwise run nothing and report an empty table
+        names = {n for run in TABLES[a.table].grid() for n in (run.row.key, run.key, run.method)}
+        names |= {row.key for row in TABLES[a.table].rows}
+        unknown = set(a.methods) - names
+        if unknown:
+            p.error(f"{a.table} has no row, run or method {', '.join(sorted(unknown))} (it has: "
+                    f"{', '.join(sorted(names))})")
     return a
 
 

@@ -13,7 +13,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError
+
 log = logging.getLogger(__name__)
+# Token lengths and counts a task config may set: each a positive integer (or null: the default).
+POSITIVE_INTS = ("max_seq_length", "max_source_length", "max_target_length", "gen_max_length", "num_beams",
+                 "doc_stride", "n_best", "max_answer_length")
 
 
 class Task:
@@ -22,6 +27,10 @@ class Task:
     main_metric: str = "accuracy"
 
     def __init__(self, cfg, data_dir: str | None = None, seed: int = 0):
+        for key in POSITIVE_INTS:  # checked before any data is read, one line each
+            v = cfg.get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ConfigError(f"task.{key} must be an integer >= 1 (or null), got {v!r}")
         self.cfg, self.data_dir, self.seed = cfg, data_dir, seed
         self.name = cfg.get("name", self.name)
         self.train_dataset: Dataset | None = None

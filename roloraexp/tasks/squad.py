@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .base import Task, eval_batches
 from .squad_metric import evaluate_v1, evaluate_v2, is_v2
 from .squad_postprocess import postprocess_predictions, prepare_features
@@ -147,6 +147,9 @@ class SquadTask(Task):
             self.read()
         train_ex, eval_ex = self._examples
         kw = dict(max_seq_length=self.cap_length("max_seq_length", 384), doc_stride=int(self.cfg.get("doc_stride", 128)))
+        if kw["doc_stride"] >= kw["max_seq_length"]:
+            raise ConfigError(f"task.doc_stride={kw['doc_stride']} must be smaller than task.max_seq_length "
+                              f"({kw['max_seq_length']}): the tokens two windows share")
         self.train_dataset = _Features(prepare_features(tokenizer, train_ex, train=True, **kw),
                                        MODEL_INPUTS + ("start_positions", "end_positions"))
         self.eval_examples = {"validation": eval_ex}
