@@ -7,3 +7,13 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """Data that is missing or malformed (files, columns, labels), or unreachable offline."""
+
+
+def is_int(v) -> bool:
+    """An integer setting (YAML's ``true`` is a bool, not a count)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v) -> bool:
+    """A real-valued setting (an int or a float, not a bool, not a string such as ``abc``)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

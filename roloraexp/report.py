@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import figures
+from .errors import is_int, is_number
 from .tables import TABLES
 from .tables.spec import ABSENT, AVG, MEAN_RANK, PARAMS, Col, Setting, Table
 
@@ -54,7 +55,7 @@ def _problem(data) -> str | None:
         return "missing keys: " + ", ".join(missing)
     if data["status"] not in ("completed", "failed"):
         return f"status {data['status']!r} is neither 'completed' nor 'failed'"
-    if not isinstance(data["seed"], int) or isinstance(data["seed"], bool):
+    if not is_int(data["seed"]):
         return f"seed {data['seed']!r} is not an integer"
     return None
 
@@ -164,22 +165,18 @@ def value_of(run: Run, col: Col, final: bool, reads: str | None = None):
     if col.metric == MEAN_RANK:
         key = ranks_key(d, final)
         vals = list(d[key].values()) if isinstance(d.get(key), dict) else []
-        if not vals or not all(_is_number(v) for v in vals):
+        if not vals or not all(is_number(v) for v in vals):
             return None, f"no numeric {key!r}"
         return sum(vals) / len(vals), None
     if col.metric == PARAMS:
         v = d.get("trainable_params")
-        return (v, None) if _is_number(v) else (None, "no 'trainable_params'")
+        return (v, None) if is_number(v) else (None, "no 'trainable_params'")
     source = reads or ("metrics" if final else "best_metrics")
     metrics = lookup(d, source)
     v = metrics.get(col.metric) if isinstance(metrics, dict) else None
-    if not _is_number(v) or not math.isfinite(v):
+    if not is_number(v) or not math.isfinite(v):
         return None, f"no numeric {col.metric!r} in {source} (got {v!r})"
     return v * col.scale, None
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def load_published(table: Table, published_dir: Path = PUBLISHED_DIR) -> pd.DataFrame:
@@ -421,7 +418,7 @@ def draw_figures(table: Table, filled: Filled, out: Path, final: bool = False) -
                 best_title = f"Ranks at the best evaluation: {row}, {with_key[0]['task']}"
                 title = best_title if kind == "ranks" and best else None
                 paths.append(fn(with_key, png, title))
-    if any(_is_number(d.get("peak_memory_bytes")) and _is_number(d.get("active_adapters")) for d in all_runs.values()):
+    if any(is_number(d.get("peak_memory_bytes")) and is_number(d.get("active_adapters")) for d in all_runs.values()):
         paths.append(figures.memory_vs_active(list(all_runs.values()), out / f"{table.id}_memory.png"))
     return paths
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, is_int
 from .results import read_results, write_json_atomic
 
 log = logging.getLogger("roloraexp")
@@ -53,7 +53,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         if cfg.get("data_dir") and not Path(str(cfg.data_dir)).expanduser().is_absolute():
             # Recorded as an absolute path: results.json (export --check, the report) is read from anywhere.
             cfg.data_dir = str(Path(str(cfg.data_dir)).expanduser().resolve())
-        if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        if not is_int(cfg.seed):
             raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
         check_trainer_config(cfg.trainer)
         if cfg.model.get("dtype", "fp32") not in DTYPES:

@@ -28,7 +28,7 @@ from transformers import get_linear_schedule_with_warmup
 from . import distributed as dist
 from .adapters import apply_remaps
 from .checkpoint import load_trainable_state, save_state, trainable_state
-from .errors import ConfigError
+from .errors import ConfigError, is_int, is_number
 from .methods.base import TrainContext, count_trainable
 from .methods.on_device import all_finite
 from .preemption import Preempted, StopSignals
@@ -71,43 +71,35 @@ def examples_and_tokens(batch: dict) -> tuple[int, int]:
     return len(next(iter(batch.values()))), tokens
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def check_trainer_config(cfg) -> None:
     """The loop's settings, checked before any data or model is read: a wrong type or range is one
     line naming the key, not a TypeError from deep in the loop (or, for a log or checkpoint setting,
     one after the first training steps)."""
     for key in ("batch_size", "grad_accum", "eval_batch_size", "log_every"):
         v = cfg.get(key)
-        if not _is_int(v) or v < 1:
+        if not is_int(v) or v < 1:
             raise ConfigError(f"trainer.{key} must be an integer >= 1, got {v!r}")
     for key in ("epochs", "max_steps", "eval_every", "num_workers"):
         v = cfg.get(key)
-        if v is not None and (not _is_int(v) or v < 0):
+        if v is not None and (not is_int(v) or v < 0):
             raise ConfigError(f"trainer.{key} must be an integer >= 0, got {v!r}")
     for key in ("weight_decay", "max_grad_norm", "checkpoint_minutes"):
         v = cfg.get(key)
-        if v is not None and (not _is_number(v) or v < 0):
+        if v is not None and (not is_number(v) or v < 0):
             raise ConfigError(f"trainer.{key} must be a number >= 0, got {v!r}")
-    if not _is_number(cfg.lr) or not cfg.lr > 0:
+    if not is_number(cfg.lr) or not cfg.lr > 0:
         raise ConfigError(f"trainer.lr must be a number > 0, got {cfg.lr!r}")
     if not (cfg.max_steps and cfg.max_steps > 0) and not (cfg.epochs and cfg.epochs > 0):
         raise ConfigError(f"the run has no steps: trainer.epochs={cfg.epochs} and trainer.max_steps={cfg.max_steps}; "
                           f"set one of them above 0")
-    if not _is_number(cfg.warmup_ratio) or not 0 <= cfg.warmup_ratio <= 1:
+    if not is_number(cfg.warmup_ratio) or not 0 <= cfg.warmup_ratio <= 1:
         raise ConfigError(f"trainer.warmup_ratio must be in [0, 1], got {cfg.warmup_ratio!r} "
                           f"(trainer.warmup_steps takes a number of steps)")
-    if cfg.get("warmup_steps") is not None and (not _is_int(cfg.warmup_steps) or cfg.warmup_steps < 0):
+    if cfg.get("warmup_steps") is not None and (not is_int(cfg.warmup_steps) or cfg.warmup_steps < 0):
         raise ConfigError(f"trainer.warmup_steps must be an integer >= 0 (or null to use warmup_ratio), "
                           f"got {cfg.warmup_steps!r}")
     every = cfg.get("checkpoint_every")
-    if every is not None and (not _is_int(every) or every < 0):
+    if every is not None and (not is_int(every) or every < 0):
         raise ConfigError(f"trainer.checkpoint_every must be null (every evaluation), 0 (never) or a number of "
                           f"steps, got {every!r}")
 

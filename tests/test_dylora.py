@@ -102,7 +102,8 @@ def test_first_step_leaves_a_zero_state_on_untouched_components():
 def test_each_component_counts_its_own_adam_steps():
     """Under the loop's ComponentAdamW, a component's step count is the number of steps that updated
     it, so the first update of a component trained late is a fresh Adam's (lr per entry), not one
-    with the tensor's count (≈ 0.58 lr here: bias correction for 4 steps on one step's moments)."""
+    with the tensor's count (≈ 0.55 lr here: the bias correction of 5 steps on one step's moments;
+    ≈ 3.2 lr after thousands of steps)."""
     net, m, ctx = prepared(frozen=True, weight_decay=0.0)
     ctx.optimizer = ComponentAdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
     x = torch.randn(8, 12)

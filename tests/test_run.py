@@ -121,6 +121,17 @@ def test_a_relative_data_dir_is_recorded_absolute(tmp_path, monkeypatch):
     assert res["config"]["data_dir"] == str(DATA.resolve())
 
 
+def test_online_logging_without_a_wandb_login_is_one_line_before_the_model_loads(tmp_path, monkeypatch):
+    for var in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))   # no ~/.netrc: no stored key
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home" / ".config"))
+    res = run(smoke("logger=online", "trainer.max_steps=1"), tmp_path / "run")
+    assert res["status"] == "failed" and "\n" not in res["error"]
+    assert res["error"].startswith("logger=online: W&B did not start") and "logger=offline" in res["error"]
+    assert "head_params" not in res   # stopped before the model was built
+
+
 def test_results_record_the_precision_that_trained(tmp_path):
     """fp16 needs CUDA's loss scaler: asked for on a machine without CUDA, the run trains in fp32 and
     results.json says so (the config keeps what was asked)."""

@@ -73,7 +73,7 @@ def test_warmup_steps_win_over_the_ratio_and_may_outlast_the_run(tmp_path):
 @pytest.mark.parametrize("override,message", [
     ("trainer.warmup_ratio=1.5", "trainer.warmup_ratio must be in [0, 1]"),
     ("trainer.warmup_ratio=-0.1", "trainer.warmup_ratio must be in [0, 1]"),
-    ("trainer.warmup_steps=-3", "trainer.warmup_steps must be >= 0"),
+    ("trainer.warmup_steps=-3", "trainer.warmup_steps must be an integer >= 0"),
 ])
 def test_bad_warmup_is_one_line(tmp_path, override, message):
     res = run(smoke(override), tmp_path)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..adapters import ComponentAdamW, LowRankLinear, Remap, inject_adapters
-from ..errors import ConfigError
+from ..errors import ConfigError, is_int, is_number
 
 
 @dataclass
@@ -89,13 +89,13 @@ class Method:
         self.adapters: dict[str, LowRankLinear] = {}
         self.history: list[dict] = []  # rank configurations and other per-phase records
         rank = cfg.get("rank", 1)
-        if self.uses_rank and (not isinstance(rank, int) or isinstance(rank, bool) or rank <= 0):
+        if self.uses_rank and (not is_int(rank) or rank <= 0):
             raise ConfigError(f"method.rank must be a positive integer, got {rank!r}")
         alpha = cfg.get("alpha")
-        if alpha is not None and (not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0):
+        if alpha is not None and (not is_number(alpha) or alpha <= 0):
             raise ConfigError(f"method.alpha must be a number > 0, got {alpha!r}")
         dropout = cfg.get("dropout", 0.0)
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        if not is_number(dropout) or not 0 <= dropout < 1:
             raise ConfigError(f"method.dropout must be in [0, 1), got {dropout!r}")
         got = (sparsifier.get("name") if sparsifier is not None else None) or "none"
         if self.sparsifiers and got not in self.sparsifiers:

@@ -7,14 +7,14 @@ of the best evaluation seen so far, whatever its rank configuration.
 from __future__ import annotations
 
 from ..checkpoint import load_trainable_state
-from ..errors import ConfigError
+from ..errors import ConfigError, is_int
 from .base import TrainContext
 
 
 def check_iterations(cfg) -> int:
     """``method.iterations`` (T, default 3), an integer >= 1, or one line saying what it got."""
     t = cfg.get("iterations", 3)
-    if not isinstance(t, int) or isinstance(t, bool) or t < 1:
+    if not is_int(t) or t < 1:
         raise ConfigError(f"method.iterations (T) must be an integer >= 1, got {t!r}")
     return t
 

@@ -52,7 +52,7 @@ import logging
 import torch
 
 from ..adapters import ComponentAdamW, Remap
-from ..errors import ConfigError
+from ..errors import ConfigError, is_int
 from .base import Method, TrainContext, count_trainable, resolve_steps
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class WeightLoRA(Method):
     def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
         super().__init__(cfg, sparsifier, schedule, seed)
         self.k = cfg.get("k")
-        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+        if not is_int(self.k) or self.k < 1:
             raise ConfigError(f"method.k (adapters to keep) must be an integer >= 1, got {self.k!r}")
         self.omega_lr = float(cfg.get("omega_lr", 5.0))
         if not self.omega_lr > 0:

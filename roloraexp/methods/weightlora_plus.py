@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 class WeightLoRAPlus(WeightLoRA):
     trains_after_choice = True  # phase 2 trains the grown adapters: T must leave it steps
+
     def __init__(self, cfg, sparsifier=None, schedule=None, seed: int = 0):
         super().__init__(cfg, sparsifier, schedule, seed)
         self.extend_init = cfg.get("extend_init", "gaussian_zero")

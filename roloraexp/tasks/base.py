@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
+from ..errors import ConfigError, is_int
 
 log = logging.getLogger(__name__)
 # Token lengths and counts a task config may set: each a positive integer (or null: the default).
@@ -29,7 +29,7 @@ class Task:
     def __init__(self, cfg, data_dir: str | None = None, seed: int = 0):
         for key in POSITIVE_INTS:  # checked before any data is read, one line each
             v = cfg.get(key)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            if v is not None and (not is_int(v) or v < 1):
                 raise ConfigError(f"task.{key} must be an integer >= 1 (or null), got {v!r}")
         self.cfg, self.data_dir, self.seed = cfg, data_dir, seed
         self.name = cfg.get("name", self.name)
