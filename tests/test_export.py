@@ -234,6 +234,11 @@ def test_cli_check_and_one_line_errors(exported, tmp_path, capsys):
     assert main([str(run_dir), str(tmp_path / "m")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     assert main([str(run_dir), str(tmp_path / "m"), "--force"]) == 0
+    # data missing at the check: the export is written, and the error says how to check it again
+    assert main([str(run_dir), str(tmp_path / "x"), "--check", "--data-dir", str(tmp_path / "nodata")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--check --data-dir PATH --force" in err and err.count("\n") == 1
+    assert (tmp_path / "x" / "adapter_config.json").is_file()
     assert (tmp_path / "m" / "adapter_config.json").is_file() and not (tmp_path / "m" / "model.safetensors").exists()
     assert main([str(run_dir), str(run_dir), "--force"]) == 2 and "not an earlier export" in capsys.readouterr().err
     for method in ("galore", "bitfit", "full"):

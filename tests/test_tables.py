@@ -50,8 +50,14 @@ def test_every_table_has_a_target_and_a_report_spec():
     assert "$(TABLES):" in mk and "tables-help" in mk and "roloraexp.tables --names" in mk
     methods = {run.method for table in DECLARED.values() for run in table.grid()}
     existing = {p.stem for p in (REPO / "conf" / "method").glob("*.yaml")}
-    # full_ft and bitfit come with the slides part-1 branch; until it lands the sweep skips their rows.
-    assert methods - existing <= {"full_ft", "bitfit"}, "a grid names a method with no conf/method/*.yaml"
+    assert methods <= existing, "a grid names a method with no conf/method/*.yaml"
+
+
+def test_a_misspelled_methods_filter_is_refused_not_an_empty_table(tmp_path):
+    res = make("-n", "rolora-table1", "SEEDS=1", "METHODS=lorra", f"RUNS={tmp_path / 'runs'}")
+    assert res.returncode != 0
+    assert "rolora-table1 has no row, run or method lorra (it has: adalora, adalora_iter, lora," in res.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("table", TABLES)
