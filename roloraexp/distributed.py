@@ -48,9 +48,10 @@ def is_distributed(acc: Accelerator) -> bool:
     return acc.num_processes > 1
 
 
-def wrap(acc: Accelerator, model: torch.nn.Module, find_unused: bool) -> torch.nn.Module:
+def wrap(acc: Accelerator, model: torch.nn.Module, find_unused: bool, autocast: bool = True) -> torch.nn.Module:
     """The module the training forward goes through: the model itself on one process, a fresh DDP
-    wrapper of it (over the parameters that train *now*) on several."""
+    wrapper of it (over the parameters that train *now*) on several. ``autocast=False``
+    (trainer.amp_mode=cast): accelerate's autocast around the forward is taken off again."""
     if not is_distributed(acc):
         return model
     acc._models = [m for m in acc._models if acc.unwrap_model(m) is not model]  # drop the stale wrapper
@@ -58,7 +59,11 @@ def wrap(acc: Accelerator, model: torch.nn.Module, find_unused: bool) -> torch.n
         model.forward = model._original_forward
         del model._original_forward
     acc.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=find_unused)
-    return acc.prepare_model(model, device_placement=False)
+    wrapped = acc.prepare_model(model, device_placement=False)
+    if not autocast and hasattr(model, "_original_forward"):
+        model.forward = model._original_forward
+        del model._original_forward
+    return wrapped
 
 
 def check_same(acc: Accelerator, what: str, value) -> None:

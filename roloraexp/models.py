@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -132,8 +132,10 @@ def max_input_length(config, tokenizer) -> int | None:
     return min(limits) if limits else None
 
 
-def load_model(model_cfg, task, tokenizer=None) -> tuple[nn.Module, object]:
+def load_model(model_cfg, task, tokenizer=None, device: torch.device | None = None) -> tuple[nn.Module, object]:
     """Backbone + task head, frozen; returns (model, tokenizer). Which modules train is ``trainable_heads``.
+    A model with random weights (``tiny``) is created on ``device`` directly, in its dtype: the
+    Llama-3-8B shape is initialised by the GPU in seconds, not by the host in minutes.
     transformers' load report goes to run.log; only a module missing from the checkpoint that is not
     a head (so nothing this run expects to initialise) is a warning on screen."""
     arch = model_cfg.arch
@@ -145,7 +147,8 @@ def load_model(model_cfg, task, tokenizer=None) -> tuple[nn.Module, object]:
     auto = HEADS[task.head]
     dtype = DTYPES[model_cfg.get("dtype", "fp32")]
     if model_cfg.get("tiny"):  # random weights, built from a config in code (any shape: see llama3_8b_shape.yaml)
-        model = auto.from_config(model_config(model_cfg, tok, task), dtype=dtype)
+        with torch.device(device) if device is not None else nullcontext():
+            model = auto.from_config(model_config(model_cfg, tok, task), dtype=dtype)
         new_modules = set()
     else:
         path = resolve_path(model_cfg)
@@ -172,6 +175,11 @@ def load_model(model_cfg, task, tokenizer=None) -> tuple[nn.Module, object]:
         module = model.get_submodule(name)
         module.requires_grad_(True)
         module.float()  # what trains keeps fp32 master weights, also over a half-precision backbone
+    # Under trainer.amp_mode=cast the logits leave these in fp32, so the loss is computed in fp32
+    # (roloraexp/precision.py), as autocast computes it.
+    for module in [model.get_submodule(h) for h in heads] + [model.get_output_embeddings()]:
+        if module is not None:
+            module.amp_fp32_output = True
     return model, tok
 
 

@@ -85,8 +85,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         tracker = Tracker(cfg.logger, cfg, out, name=f"{cfg.task.name}-{cfg.method.name}-s{cfg.seed}",
                           resume_id=checkpoint.get("wandb_id") if checkpoint else None,
                           enabled=accelerator.is_main_process)
-        model, _ = load_model(cfg.model, task, tokenizer)
+        building = time.perf_counter()
+        model, _ = load_model(cfg.model, task, tokenizer, device=accelerator.device)
         method.prepare(model, targets)
+        result["build_seconds"] = round(time.perf_counter() - building, 2)  # model load (or creation) and adapters
         adapters = method.adapters.values()
         result["adapter_shapes"] = {n: {"d_in": a.in_features, "d_out": a.out_features} for n, a in method.adapters.items()}
         # count_trainable(a), not a.num_adapter_params(): an "adapter" may be a plain module whose own
@@ -117,7 +119,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                 trainable_params=record.trainable_params, trainable_params_peak=record.trainable_params_peak,
                 peak_memory_bytes=record.peak_memory_bytes, steps=record.steps, skipped_steps=record.skipped_steps,
                 world_size=record.world_size, resumed_from=record.resumed_from, train_curve=record.train_curve,
-                throughput=throughput(record),
+                throughput=throughput(record), amp_mode=record.amp_mode, compile=record.compile,
                 wall_time_s=round(time.time() - started, 2),
                 config=OmegaConf.to_container(cfg, resolve=True), history=record.history,
                 method_history=method.history if method is not None else [], provenance=provenance(),

@@ -31,6 +31,7 @@ from .checkpoint import load_trainable_state, save_state, trainable_state
 from .errors import ConfigError, is_int, is_number
 from .methods.base import TrainContext, count_trainable
 from .methods.on_device import all_finite
+from .precision import CastForward, forward_context, resolve_amp_mode
 from .preemption import Preempted, StopSignals
 from .resume import (CHECKPOINT, config_identity, load_optimizer_state, optimizer_state, rng_state, save_checkpoint,
                      set_rng_state)
@@ -62,6 +63,8 @@ class RunRecord:
     train_seconds: float = 0.0
     train_examples: int = 0
     train_tokens: int = 0
+    amp_mode: str = "none"  # none (fp32) | autocast | cast (roloraexp/precision.py)
+    compile: dict = field(default_factory=dict)  # {"enabled", "backend", "mode", "graphs", "graph_breaks"}
 
 
 def examples_and_tokens(batch: dict) -> tuple[int, int]:
@@ -79,7 +82,7 @@ def check_trainer_config(cfg) -> None:
         v = cfg.get(key)
         if not is_int(v) or v < 1:
             raise ConfigError(f"trainer.{key} must be an integer >= 1, got {v!r}")
-    for key in ("epochs", "max_steps", "eval_every", "num_workers"):
+    for key in ("epochs", "max_steps", "eval_every"):
         v = cfg.get(key)
         if v is not None and (not is_int(v) or v < 0):
             raise ConfigError(f"trainer.{key} must be an integer >= 0, got {v!r}")
@@ -87,6 +90,15 @@ def check_trainer_config(cfg) -> None:
         v = cfg.get(key)
         if v is not None and (not is_number(v) or v < 0):
             raise ConfigError(f"trainer.{key} must be a number >= 0, got {v!r}")
+    workers = cfg.get("num_workers", 0)
+    if workers != "auto" and (not is_int(workers) or workers < 0):
+        raise ConfigError(f"trainer.num_workers must be auto or an integer >= 0, got {workers!r}")
+    if cfg.get("compile", False) not in (True, False, "auto"):
+        raise ConfigError(f"trainer.compile must be auto, true or false, got {cfg.compile!r}")
+    if cfg.get("compile_mode", "default") not in COMPILE_MODES:
+        raise ConfigError(f"trainer.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {cfg.compile_mode!r}")
+    if cfg.get("amp_mode", "auto") not in ("auto", "autocast", "cast"):
+        raise ConfigError(f"trainer.amp_mode must be auto, autocast or cast, got {cfg.amp_mode!r}")
     if not is_number(cfg.lr) or not cfg.lr > 0:
         raise ConfigError(f"trainer.lr must be a number > 0, got {cfg.lr!r}")
     if not (cfg.max_steps and cfg.max_steps > 0) and not (cfg.epochs and cfg.epochs > 0):
@@ -102,6 +114,30 @@ def check_trainer_config(cfg) -> None:
     if every is not None and (not is_int(every) or every < 0):
         raise ConfigError(f"trainer.checkpoint_every must be null (every evaluation), 0 (never) or a number of "
                           f"steps, got {every!r}")
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_enabled(cfg, device: torch.device) -> bool:
+    """``trainer.compile``: auto compiles on CUDA (a base-size step is bound by kernel launches there)
+    and not on CPU (a compile costs more than the short CPU runs it would speed up)."""
+    setting = cfg.get("compile", False)
+    return device.type == "cuda" if setting == "auto" else bool(setting)
+
+
+def loader_workers(cfg, device: torch.device) -> int:
+    """``trainer.num_workers``: auto collates in two worker processes on CUDA (the step does not wait
+    for its batch) and in the main process on CPU (where the workers would take the step's cores)."""
+    workers = cfg.get("num_workers", 0)
+    return (2 if device.type == "cuda" else 0) if workers == "auto" else int(workers)
+
+
+def compiled_graphs() -> tuple[int, int]:
+    """(graphs compiled, graph breaks) so far in this process (dynamo's counters; reset() keeps them)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
 
 
 def hold_frozen_in(model: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -151,8 +187,16 @@ class Trainer:
         self.accelerator, self.checkpoint, self.run_config = accelerator, checkpoint, run_config
         check_trainer_config(cfg_trainer)
         self.model.to(self.accelerator.device)
-        if accelerator.mixed_precision in ("bf16", "fp16"):
-            hold_frozen_in(self.model, torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16)
+        self.amp_mode = record.amp_mode = resolve_amp_mode(cfg_trainer.get("amp_mode", "auto"),
+                                                           accelerator.mixed_precision, model)
+        self.cast = None
+        if self.amp_mode != "none":
+            dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16
+            hold_frozen_in(self.model, dtype)
+            self.cast = CastForward(self.model, dtype) if self.amp_mode == "cast" else None
+        self.compile = compile_enabled(cfg_trainer, accelerator.device)
+        self.graphs_at_start = compiled_graphs()
+        self.compiles = 0  # torch.compile wrappers made (one per rewrap): each may compile a graph or two
         if cfg_trainer.get("gradient_checkpointing", False):
             # Non-reentrant: adapters inside a checkpointed block get gradients although the block's
             # input (frozen embeddings) does not require any.
@@ -208,7 +252,7 @@ class Trainer:
         # A generator of its own: a DataLoader otherwise draws its base seed from the global RNG, which
         # would make dropout after a resume differ from the uninterrupted run.
         loader = DataLoader(self.task.train_dataset, batch_size=self.cfg.batch_size, sampler=order.tolist(),
-                            collate_fn=self.task.collate, num_workers=self.cfg.get("num_workers", 0),
+                            collate_fn=self.task.collate, num_workers=loader_workers(self.cfg, self.accelerator.device),
                             pin_memory=self.accelerator.device.type == "cuda", drop_last=False,
                             generator=torch.Generator())
         if dist.is_distributed(self.accelerator):
@@ -248,10 +292,15 @@ class Trainer:
         check that every process holds the same rank configuration."""
         varying = getattr(self.method, "varying_graph", False)
         unused = varying or any(p.requires_grad and p.numel() == 0 for p in self.model.parameters())
-        self.train_model = dist.wrap(self.accelerator, self.model, find_unused=unused)
-        if self.cfg.get("compile", False):
+        self.train_model = dist.wrap(self.accelerator, self.model, find_unused=unused, autocast=self.amp_mode == "autocast")
+        if self.cast is not None:  # the masters to cast are the parameters the model holds now
+            self.cast.refresh()
+        if self.compile:
             torch._dynamo.reset()
-            self.train_model = torch.compile(self.train_model, backend=self.cfg.get("compile_backend", "inductor"))
+            mode = self.cfg.get("compile_mode", "default")
+            self.compiles += 1
+            self.train_model = torch.compile(self.train_model, backend=self.cfg.get("compile_backend", "inductor"),
+                                             mode=None if mode == "default" else mode)
         dist.check_same(self.accelerator, "the rank configuration", self.method.ranks())
 
     def evaluate(self, ctx: TrainContext, epoch: float) -> dict:
@@ -376,6 +425,10 @@ class Trainer:
                 self._run_phase(phase, ctx, bar)
         bar.close()
         self.check_finite()
+        graphs, breaks = (now - then for now, then in zip(compiled_graphs(), self.graphs_at_start))
+        self.record.compile = {"enabled": self.compile, "backend": self.cfg.get("compile_backend", "inductor"),
+                               "mode": self.cfg.get("compile_mode", "default"), "wraps": self.compiles,
+                               "graphs": graphs, "graph_breaks": breaks}
         self.record.train_examples, self.record.train_tokens = dist.total(acc, self.record.train_examples,
                                                                           self.record.train_tokens)
         if acc.device.type == "cuda":
@@ -475,9 +528,12 @@ class Trainer:
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in batch.items()}
             # DDP all-reduces the gradients once per optimizer step, at its last micro-batch.
             sync = j == len(micro_batches) - 1 or not dist.is_distributed(acc)
-            with (nullcontext() if sync else acc.no_sync(self.train_model)), acc.autocast():
-                loss = self.train_model(**batch).loss
-                extra = method.extra_loss()
+            with nullcontext() if sync else acc.no_sync(self.train_model):
+                with forward_context(self.amp_mode, acc, self.cast):
+                    loss = self.train_model(**batch).loss
+                # Regularisers read the fp32 masters (under autocast, as before, in its own context).
+                with acc.autocast() if self.amp_mode == "autocast" else nullcontext():
+                    extra = method.extra_loss()
                 if extra is not None:
                     loss = loss + extra
                 # The step's gradient is the mean over its micro-batches (fewer in an epoch's last step).

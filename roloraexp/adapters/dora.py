@@ -31,6 +31,10 @@ from .layer import LowRankLinear
 class WeightDecomposed:
     """Mixin: put it before the additive adapter class; call ``_add_magnitude()`` at the end of ``__init__``."""
 
+    # The weight norm is computed from the fp32 factors: a run with DoRA keeps autocast under AMP
+    # (trainer.amp_mode=cast would hand it bf16 copies; roloraexp/precision.py).
+    amp_cast_ok = False
+
     def _add_magnitude(self) -> None:
         self.magnitude = nn.Parameter(self.weight_norm())
         self._merged_norm: torch.Tensor | None = None  # ‖W0 + ΔV‖_c at merge time, to undo it exactly

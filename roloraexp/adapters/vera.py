@@ -108,7 +108,10 @@ class VeRALinear(MergeByDelta, nn.Module):
     def delta_output(self, x: torch.Tensor) -> torch.Tensor:
         """Λ_b B Λ_d A x for an ``x`` that has been through dropout already (PEFT's order of operations)."""
         A, B = self.projection.slices(self.in_features, self.out_features)
-        return self.lambda_b * F.linear(self.lambda_d * F.linear(adapter_input(x, self.lambda_d.dtype), A), B)
+        x = adapter_input(x, self.lambda_d.dtype)
+        # The shared matrices are fp32 buffers: cast to the compute dtype here (autocast would, per op;
+        # under trainer.amp_mode=cast nothing else does).
+        return self.lambda_b * F.linear(self.lambda_d * F.linear(x, A.to(x.dtype)), B.to(x.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
