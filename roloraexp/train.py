@@ -213,6 +213,7 @@ class Trainer:
         self.train_model = model  # the module the training forward goes through (a DDP wrapper on several processes)
         # The step (1-based) of the first non-finite loss, kept on the device: no sync per step.
         self.bad_loss_step = torch.full((), -1, dtype=torch.long, device=accelerator.device)
+        self.skipped_steps = torch.zeros((), dtype=torch.long, device=accelerator.device)  # fp16, on the device
 
     @property
     def is_main(self) -> bool:
@@ -326,6 +327,7 @@ class Trainer:
     def check_finite(self) -> None:
         """Fail on a non-finite loss (remembered on the device at the step it happened) or weight."""
         bad = int(self.bad_loss_step.item())
+        self.record.skipped_steps = int(self.skipped_steps.item())
         if bad >= 0:
             raise NumericalFault(f"non-finite training loss at step {bad} (lower trainer.lr, or check the data)")
         trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -399,6 +401,7 @@ class Trainer:
         loop = ck["loop"]
         self.best_main, self.best_state, self.last_eval_step = loop["best_main"], loop["best_state"], loop["last_eval_step"]
         self.bad_loss_step = loop["bad_loss_step"].to(self.accelerator.device)
+        self.skipped_steps.fill_(self.record.skipped_steps)
         self.position, self.phase_started = tuple(ck["position"]), ck["phase_started"]
         ctx.step, ctx.phase, ctx.phase_step = ck["ctx"]["step"], ck["ctx"]["phase"], ck["ctx"]["phase_step"]
         self.record.resumed_from.append({"step": ctx.step, "checkpoint": str(self.output_dir / CHECKPOINT)
@@ -547,19 +550,25 @@ class Trainer:
     def _optimizer_step(self, optimizer, scheduler, ctx: TrainContext) -> None:
         acc, cfg = self.accelerator, self.cfg
         # Grads the methods read (importance scores, ω) must be true grads, also under fp16.
-        ctx.grad_scale = acc.scaler.get_scale() if acc.scaler is not None else 1.0  # fp16 only: syncs
+        scaler = acc.scaler
+        # fp16: the scale as a device tensor (get_scale() would wait for the device).
+        ctx.grad_scale = scaler._get_scale_async() if scaler is not None else 1.0
         acc.unscale_gradients(optimizer=optimizer)
+        if scaler is not None:
+            # Whether the scaler skips this step, decided as it decides (non-finite unscaled gradients),
+            # on the device: the optimizer (ComponentAdamW) and the hooks act on it with torch.where.
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            ctx.step_skipped = ~all_finite(grads).to(acc.device)
         if cfg.max_grad_norm and cfg.max_grad_norm > 0:
             params = [p for g in optimizer.param_groups for p in g["params"]] + self.method.clip_parameters()
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         self.method.before_optimizer_step(ctx)
         optimizer.step()
-        ctx.step_skipped = bool(getattr(optimizer, "step_was_skipped", False))  # fp16 overflow
-        if ctx.step_skipped:
-            self.record.skipped_steps += 1
-            # The scaler skipped the step: an overflowing fp16 loss there is not a fault.
-            self.bad_loss_step = torch.where(self.bad_loss_step == ctx.step + 1, torch.full_like(self.bad_loss_step, -1),
-                                             self.bad_loss_step)
+        if scaler is not None:
+            self.skipped_steps += ctx.step_skipped.long()  # read with the loss, at log points
+            # A step the scaler skipped: an overflowing fp16 loss there is not a fault.
+            self.bad_loss_step = torch.where(ctx.step_skipped & (self.bad_loss_step == ctx.step + 1),
+                                             torch.full_like(self.bad_loss_step, -1), self.bad_loss_step)
         ctx.step += 1
         ctx.phase_step += 1
         self.record.steps = ctx.step

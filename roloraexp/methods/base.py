@@ -53,8 +53,9 @@ class TrainContext:
     best_state: dict | None = None  # trainable tensors at the best evaluation so far (CPU)
     # Under fp16 the loop unscales the grads of the optimizer's parameters; parameters outside it
     # (ω) still carry this loss scale in their .grad.
-    grad_scale: float = 1.0
-    step_skipped: bool = False  # fp16: the optimizer skipped this step (inf/nan grads)
+    # fp16: both device tensors, so that no hook has to wait for the device to know them.
+    grad_scale: float | torch.Tensor = 1.0
+    step_skipped: bool | torch.Tensor = False  # fp16: the optimizer skips this step (inf/nan grads)
     log: Callable[[dict], None] = field(default=lambda metrics: None)  # scalars to the tracker, at `step`
 
 

@@ -187,13 +187,14 @@ class WeightLoRA(Method):
         device (no host sync): this runs at every step until T."""
         names = self.active()
         omegas = [self.adapters[n].omega for n in names]
-        if ctx.step_skipped and not final:  # fp16 overflow: the optimizer skipped this step, so does ω
-            return
+        # fp16 overflow (a device bool: the loop decides it without a host wait): the optimizer skipped
+        # this step, so does ω (every ω kept as it is, below); if the choice is due now, it is made
+        # from ω as it stands.
+        skipped = torch.as_tensor(ctx.step_skipped, device=omegas[0].device)
         # In the optimizer, ω's grad was unscaled by the loop; outside it, it still carries the loss scale.
         scale = 1.0 if self.omega_in_optimizer else ctx.grad_scale
         grads = torch.stack([o.grad if o.grad is not None else torch.zeros_like(o) for o in omegas]) / scale
-        if ctx.step_skipped:
-            grads = torch.zeros_like(grads)  # the choice is due now: make it from ω as it stands
+        grads = torch.where(skipped, torch.zeros_like(grads), grads)
         # A non-finite ω grad the optimizer did not see (ω outside it): no step, as for a skipped one.
         grads = torch.where(grads.isfinite().all(), grads, torch.zeros_like(grads))
         values = torch.stack([o.detach() for o in omegas])
@@ -204,7 +205,7 @@ class WeightLoRA(Method):
         # unless this is the last chance to choose.
         mask = torch.zeros_like(values, dtype=torch.bool).scatter_(0, top_k(values, k, self.topk_by), True)
         if not final:
-            mask |= ~grads.any()
+            mask |= ~grads.any() | skipped
         values = torch.where(mask, values, torch.zeros_like(values))
         torch._foreach_copy_(omegas, list(values.unbind()))
         if self.omega_log_every > 0 and (ctx.step % self.omega_log_every == 0 or final):  # a log point: one read
