@@ -78,3 +78,22 @@ def test_a_checkpoint_due_by_one_process_clock_is_written_by_all_together(tmp_pa
     assert res["status"] == "completed" and res["world_size"] == 2
     # written at a poll point (every log_every = 2 steps), the last one at the final step
     assert torch.load(out / "checkpoint.pt", weights_only=False)["ctx"]["step"] == 8
+
+
+def test_bf16_cast_on_two_processes_matches_one(tmp_path):
+    """trainer.amp_mode=cast (bf16's default) under DDP: accelerate's autocast wrapper is taken off the
+    forward again, the fp32 masters DDP reduces get their gradients through the casts, and two
+    processes train as one does (to bf16 rounding of the two half batches' forwards)."""
+    overrides = [*COMMON, "method=adalora", "sparsifier.t_init=2", "sparsifier.t_final=3", "trainer.precision=bf16"]
+    proc = torchrun(tmp_path / "ddp", [*overrides, "trainer.batch_size=4"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    one = run(compose_config(*overrides, "trainer.batch_size=8"), tmp_path / "one")
+    assert ddp["status"] == one["status"] == "completed", (ddp.get("error"), one.get("error"))
+    assert ddp["amp_mode"] == one["amp_mode"] == "cast" and ddp["world_size"] == 2
+    assert ddp["ranks"] == one["ranks"]
+    assert [c["loss"] for c in ddp["train_curve"]] == pytest.approx([c["loss"] for c in one["train_curve"]], rel=2e-2)
+    w_ddp = torch.load(tmp_path / "ddp" / "final_trainable.pt")
+    w_one = torch.load(tmp_path / "one" / "final_trainable.pt")
+    for k in w_one:
+        torch.testing.assert_close(w_ddp[k], w_one[k], atol=2e-3, rtol=2e-2, msg=k)
