@@ -147,3 +147,12 @@ def test_every_method_resumes_exactly(tmp_path, monkeypatch, method):
     assert resumed["status"] == "completed", resumed.get("error")
     assert [r["step"] for r in resumed["resumed_from"]] == [4]
     assert_same_run(tmp_path / "ref", tmp_path / "cut")
+
+
+def test_bf16_cast_and_compiled_run_killed_resumes_exactly(tmp_path):
+    """The GPU defaults on the CPU: bf16 without autocast (trainer.amp_mode=auto → cast) and a compiled
+    model (aot_eager), through AdaLoRA's mid-run slice: a killed run resumes bit for bit."""
+    over = BASE + ["method=adalora", "sparsifier.t_init=2", "sparsifier.t_final=3", "trainer.precision=bf16",
+                   "trainer.compile=true", "trainer.compile_backend=aot_eager"]
+    res = killed_and_resumed(tmp_path, over, [("step", 5, "SIGKILL")])
+    assert res["amp_mode"] == "cast" and res["compile"]["enabled"]
