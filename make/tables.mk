@@ -3,7 +3,8 @@
 # A target runs the cells of its grid that have not completed (roloraexp.tables.sweep: Hydra multiruns,
 # one fixed folder per cell under $(RUNS)/<table>/), then writes the table with roloraexp.report.
 # Run it again to finish a table: completed cells are skipped, failed or changed ones run again.
-# `make -n TABLE` prints the multiruns it would launch (the sweep line runs as a dry run).
+# `make -n TABLE` prints the multiruns it would launch (the sweep line runs as a dry run); `make TABLE-cost`
+# its runs, optimizer steps and, with GPU_JSON=..., estimated GPU-hours (`make tables-help`: every table's).
 #
 # Scale a target down for a quick try, e.g.
 #   make rolora-table3 MODEL=tiny_roberta SEEDS=1 TASKS="rte mrpc" SAMPLES=64 STEPS=10 RUNS=runs-smoke
@@ -19,6 +20,7 @@ LAUNCHER ?=#               a Hydra launcher, e.g. submitit_slurm (pip install hy
 JOBS     ?= 1#             multiruns launched at once (one per method and folder; raise it on a cluster)
 LAYOUT   ?=#               run folder below $(RUNS)/<table>, default {model}/{task}/{method}{rank}{k}/seed{seed}
 EXTRA    ?=#               more Hydra overrides for every run, e.g. EXTRA="logger=disabled trainer.lr=1e-3"
+GPU_JSON ?=#               the GPU check's JSON: TABLE-cost and tables-help add estimated GPU-hours on its device
 
 # The declared tables (an import of the declarations only: no torch, instant).
 TABLES := $(shell $(PYTHON) -m roloraexp.tables --names)
@@ -34,10 +36,15 @@ SWEEP = $(PYTHON) -m roloraexp.tables.sweep $@ --runs $(RUNS) --seeds $(SEEDS) -
 	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(MODEL),--model $(MODEL)) $(if $(TASKS),--tasks $(TASKS)) \
 	$(if $(METHODS),--methods $(METHODS)) $(if $(SAMPLES),--samples $(SAMPLES)) $(if $(STEPS),--steps $(STEPS)) \
 	$(if $(LAUNCHER),--launcher $(LAUNCHER)) --jobs $(JOBS) $(if $(LAYOUT),--layout '$(LAYOUT)') $(DRY_RUN) $(if $(EXTRA),-- $(EXTRA))
+# What the tables named in $(1) (all when empty) cost, with the same variables as SWEEP.
+COST = $(PYTHON) -m roloraexp.tables --cost $(1) --seeds $(SEEDS) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
+	$(if $(MODEL),--model $(MODEL)) $(if $(TASKS),--tasks $(TASKS)) $(if $(METHODS),--methods $(METHODS)) \
+	$(if $(SAMPLES),--samples $(SAMPLES)) $(if $(STEPS),--steps $(STEPS)) $(if $(GPU_JSON),--gpu-json $(GPU_JSON)) \
+	$(if $(EXTRA),-- $(EXTRA))
 REPORT = $(PYTHON) -m roloraexp.report $@ $(addprefix $(RUNS)/,$(READS)) --out $(OUT) \
 	--seeds $(words $(SEEDS)) $(if $(MODEL),--model $(MODEL))
 
-.PHONY: $(TABLES) tables-help
+.PHONY: $(TABLES) $(addsuffix -cost,$(TABLES)) tables-help
 
 # The `+` runs the sweep line under `make -n` too, where DRY_RUN makes it print instead of launch.
 $(TABLES): $(STAMP)
@@ -47,5 +54,11 @@ $(TABLES): $(STAMP)
 tables-help:
 	@echo "make TABLE [SEEDS=...] [MODEL=...] [TASKS=...] [METHODS=...] [SAMPLES=N] [STEPS=N] [RUNS=dir] [OUT=dir]"
 	@echo "           [LAUNCHER=submitit_slurm JOBS=N] [LAYOUT=fmt] [EXTRA=\"hydra overrides\"]; make -n TABLE: what would run"
+	@echo "make TABLE-cost [same variables] [GPU_JSON=gpu_check.json]: its runs, optimizer steps, est. GPU-hours"
 	@echo
 	@$(PYTHON) -m roloraexp.tables --describe
+	@echo
+	@$(strip $(call COST))
+
+$(addsuffix -cost,$(TABLES)): %-cost:
+	@$(strip $(call COST,$*))

@@ -15,7 +15,7 @@ import pkgutil
 
 from .spec import Table
 
-_NOT_DECLARATIONS = {"cli", "columns", "spec", "sweep"}
+_NOT_DECLARATIONS = {"cli", "columns", "cost", "spec", "sweep"}
 
 
 def _collect() -> dict[str, Table]:
