@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, is_int
+from .collate import bucket_width
 
 log = logging.getLogger(__name__)
 # Token lengths and counts a task config may set: each a positive integer (or null: the default).
@@ -37,6 +38,9 @@ class Task:
         self.eval_datasets: dict[str, Dataset] = {}
         self.tokenizer = None
         self.max_input_length: int | None = None  # the model's position limit (run.py sets it)
+        # Widths batches are padded to (collate.resolve_buckets): None pads to the batch's longest row.
+        self.pad_buckets: list[int] | None = None
+        self.max_length: int | None = None  # the longest sequence load() tokenises to (for length_buckets)
         self._capped: set[str] = set()
 
     def data_path(self, p) -> Path:
@@ -73,6 +77,11 @@ class Task:
                 self._capped.add(key)
             return limit
         return value
+
+    def pad_width(self, longest: int) -> int:
+        """The width a batch whose longest row has ``longest`` tokens is padded to: the smallest of
+        ``pad_buckets`` that holds it (a few shapes, so compiled graphs are reused), else ``longest``."""
+        return bucket_width(longest, self.pad_buckets)
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         raise TypeError(f"{type(self).__name__} must define collate()")

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from transformers import DataCollatorWithPadding
 
 from ..errors import ConfigError, DataError
 from .base import Task, eval_batches
+from .collate import as_rows, pad_batch, pad_values
 from .metrics import GLUE_TASKS, glue_metrics
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ class Rows:
 
 
 class TokenizedDataset(Dataset):
-    """Column-oriented token ids (as the tokenizer returns them); items are per-example dicts."""
+    """Columns: token ids as one 1-D int64 tensor per example (made once, so a batch is only padding),
+    labels as Python numbers; items are per-example dicts."""
 
     def __init__(self, columns: dict[str, list]):
         self.columns = columns
@@ -142,7 +143,7 @@ class GlueTask(Task):
         self.spec = SPECS[self.name]
         self.main_metric = self.spec.main_metric
         self.is_regression = self.name == "stsb"
-        self.collator = None
+        self.pads: dict[str, int] = {}  # per-key pad values (load: from the tokenizer)
         self._rows: tuple[Rows, dict[str, Rows]] | None = None  # read(): (train, eval splits), untokenized
 
     def model_kwargs(self) -> dict:
@@ -161,7 +162,8 @@ class GlueTask(Task):
 
     def load(self, tokenizer) -> None:
         self.tokenizer = tokenizer
-        self.collator = DataCollatorWithPadding(tokenizer)
+        self.pads = pad_values(tokenizer)
+        self.max_length = self.cap_length("max_seq_length", 128)
         if self._rows is None:
             self.read()
         train, evals = self._rows
@@ -173,8 +175,8 @@ class GlueTask(Task):
     def _tokenize(self, rows: Rows) -> TokenizedDataset:
         # One batched call: fast tokenizers encode the whole list in Rust. No padding here.
         args = (rows.text_a,) if rows.text_b is None else (rows.text_a, rows.text_b)
-        enc = self.tokenizer(*args, truncation=True, max_length=self.cap_length("max_seq_length", 128))
-        return TokenizedDataset({**{k: list(v) for k, v in enc.items()}, "labels": list(rows.labels)})
+        enc = self.tokenizer(*args, truncation=True, max_length=self.max_length)
+        return TokenizedDataset({**{k: as_rows(v) for k, v in enc.items()}, "labels": list(rows.labels)})
 
     def _task_dir(self) -> Path:
         root = Path(self.data_dir).expanduser()
@@ -239,7 +241,8 @@ class GlueTask(Task):
         return rows(ds["train"]), evals
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = self.collator(features)
+        # As DataCollatorWithPadding pads (on the tokenizer's side), without a tokenizer call per batch.
+        batch = pad_batch(features, self.pads, self.pad_width, self.tokenizer.padding_side)
         # Regression needs float targets (MSE), classification int64 (cross-entropy).
         batch["labels"] = batch["labels"].to(torch.float32 if self.is_regression else torch.long)
         return batch

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .base import Task, eval_batches
+from .collate import as_rows, pad_batch, pad_values
 from .squad_metric import evaluate_v1, evaluate_v2, is_v2
 from .squad_postprocess import postprocess_predictions, prepare_features
 
@@ -67,14 +68,20 @@ def split_by_article(examples: list[dict], fraction: float, seed: int) -> tuple[
 
 
 class _Features(torch.utils.data.Dataset):
+    """The model's inputs of QA windows: token lists as 1-D int64 tensors (made once, so a batch is
+    only padding), label positions as ints. Post-processing reads the windows themselves."""
+
     def __init__(self, features: list[dict], keys: tuple[str, ...]):
-        self.features, self.keys = features, keys
+        keys = [k for k in keys if features and k in features[0]]
+        self.columns = {k: as_rows([f[k] for f in features]) if k in MODEL_INPUTS else [f[k] for f in features]
+                        for k in keys}
+        self._len = len(features)
 
     def __len__(self):
-        return len(self.features)
+        return self._len
 
     def __getitem__(self, i):
-        return {k: self.features[i][k] for k in self.keys if k in self.features[i]}
+        return {k: v[i] for k, v in self.columns.items()}
 
 
 class SquadTask(Task):
@@ -146,7 +153,8 @@ class SquadTask(Task):
         if self._examples is None:
             self.read()
         train_ex, eval_ex = self._examples
-        kw = dict(max_seq_length=self.cap_length("max_seq_length", 384), doc_stride=int(self.cfg.get("doc_stride", 128)))
+        self.max_length = self.cap_length("max_seq_length", 384)
+        kw = dict(max_seq_length=self.max_length, doc_stride=int(self.cfg.get("doc_stride", 128)))
         if kw["doc_stride"] >= kw["max_seq_length"]:
             raise ConfigError(f"task.doc_stride={kw['doc_stride']} must be smaller than task.max_seq_length "
                               f"({kw['max_seq_length']}): the tokens two windows share")
@@ -157,14 +165,10 @@ class SquadTask(Task):
         self.eval_datasets = {k: _Features(v, MODEL_INPUTS) for k, v in self.eval_features.items()}
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        # Dynamic padding, always on the right: label positions index the unpadded sequence.
-        width = max(len(f["input_ids"]) for f in features)
-        pad = {"input_ids": self.tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
-        batch = {k: torch.tensor([f[k] + [v] * (width - len(f[k])) for f in features]) for k, v in pad.items() if k in features[0]}
-        for k in ("start_positions", "end_positions"):
-            if k in features[0]:
-                batch[k] = torch.tensor([f[k] for f in features])
-        return batch
+        # Always on the right, whatever the tokenizer's side: label positions index the unpadded
+        # sequence. Only the model's keys: raw windows (prepare_features) also carry offsets.
+        return pad_batch(features, pad_values(self.tokenizer, token_type_ids=0), self.pad_width, "right",
+                         keys=MODEL_INPUTS + ("start_positions", "end_positions"))
 
     # ------------------------------------------------------------------ eval
     def predict(self, model, accelerator, batch_size: int, split: str = "validation"):

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import DataError
 from .base import Task, eval_loader, gather
+from .collate import as_rows, pad_batch, pad_values
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _SENT_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
@@ -166,13 +167,15 @@ class SummarizationTask(Task):
 
     def _encode(self, rows: list[dict]) -> list[dict]:
         prefix = self.cfg.get("source_prefix") or ""  # "summarize: " for T5-style models
-        src = self.tokenizer([prefix + r["document"] for r in rows], max_length=self.cap_length("max_source_length", 1024),
-                             truncation=True)
+        src_len, tgt_len = self.cap_length("max_source_length", 1024), self.cap_length("max_target_length", 128)
+        self.max_length = max(src_len, tgt_len)
+        src = self.tokenizer([prefix + r["document"] for r in rows], max_length=src_len, truncation=True)
         # Targets as one line: sentence breaks only matter to rougeLsum, which reads the references.
-        tgt = self.tokenizer(text_target=[" ".join(r["summary"].split()) for r in rows],
-                             max_length=self.cap_length("max_target_length", 128), truncation=True)
+        tgt = self.tokenizer(text_target=[" ".join(r["summary"].split()) for r in rows], max_length=tgt_len,
+                             truncation=True)
+        # Token lists as 1-D int64 tensors, once: a batch is then only padding.
         return [{"input_ids": i, "attention_mask": a, "labels": l}
-                for i, a, l in zip(src["input_ids"], src["attention_mask"], tgt["input_ids"])]
+                for i, a, l in zip(as_rows(src["input_ids"]), as_rows(src["attention_mask"]), as_rows(tgt["input_ids"]))]
 
     def read(self) -> None:
         self._rows = self.read_examples()
@@ -187,14 +190,10 @@ class SummarizationTask(Task):
         self.eval_references = {"validation": [r["summary"] for r in eval_rows]}
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        # Right padding; labels padded with -100 so padding never counts in the loss.
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        batch = {}
-        for key, pad in (("input_ids", pad_id), ("attention_mask", 0), ("labels", -100)):
-            if key in features[0]:
-                width = max(len(f[key]) for f in features)
-                batch[key] = torch.tensor([f[key] + [pad] * (width - len(f[key])) for f in features])
-        return batch
+        # Right padding (labels must be: the decoder reads them shifted), each key to its own longest;
+        # labels padded with -100 so padding never counts in the loss.
+        return pad_batch(features, pad_values(self.tokenizer), self.pad_width, "right",
+                         keys=("input_ids", "attention_mask", "labels"))
 
     # ------------------------------------------------------------------ eval
     def generation_kwargs(self) -> dict:
