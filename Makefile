@@ -3,7 +3,7 @@
 PYTHON   ?= python
 STAMP    := .make/installed
 
-.PHONY: help install demo test test-full bench
+.PHONY: help install demo test test-full bench gpu-check
 .DEFAULT_GOAL := help
 
 help:
@@ -11,6 +11,7 @@ help:
 	@echo "make test    install if needed, then the test suite on the shipped data/ (no ../shared, offline)"
 	@echo "make test-full  the tests that need the full data (../shared/data or ROLORAEXP_DATA=/path)"
 	@echo "make bench   step time, samples/s, MFU, memory: floor, ours and PEFT's LoRA / AdaLoRA, ours ROLoRA"
+	@echo "make gpu-check  CUDA: issue 21's speed targets in one table + results/gpu_check/DATE-DEVICE.json (< 6 min)"
 	@echo "make TABLE   a paper table (declared in roloraexp/tables/): $(TABLES)"
 	@echo "make tables-help  the variables that scale a table down, and every table's grid, rows, columns"
 
@@ -41,5 +42,9 @@ test-full: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) scripts/bench.py
+
+# scripts/gpu_check.py --dry-run prints what it runs; it refuses to run without CUDA (--allow-cpu: scaled down).
+gpu-check: $(STAMP)
+	$(PYTHON) scripts/gpu_check.py
 
 -include make/tables.mk

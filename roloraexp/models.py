@@ -177,7 +177,8 @@ def load_model(model_cfg, task, tokenizer=None, device: torch.device | None = No
         module.float()  # what trains keeps fp32 master weights, also over a half-precision backbone
     # Under trainer.amp_mode=cast the logits leave these in fp32, so the loss is computed in fp32
     # (roloraexp/precision.py), as autocast computes it.
-    for module in [model.get_submodule(h) for h in heads] + [model.get_output_embeddings()]:
+    # Only the modules that give the logits: DeBERTa's pooler feeds its classifier, which computes in bf16.
+    for module in [model.get_submodule(h) for h in heads if h != "pooler"] + [model.get_output_embeddings()]:
         if module is not None:
             module.amp_fp32_output = True
     return model, tok

@@ -15,7 +15,8 @@ bf16-computed logits, as autocast's fp32 list computes it.
 
 ``trainer.amp_mode``: ``auto`` (cast for bf16; autocast for fp16, whose narrow range needs
 autocast's fp32 layer norms and losses; autocast for a model with a module that declares
-``amp_cast_ok = False``: DoRA's weight norm must see fp32 factors) | ``autocast`` | ``cast``.
+``amp_cast_ok = False``: DoRA's weight norm must see fp32 factors; autocast under gradient
+checkpointing) | ``autocast`` | ``cast``.
 """
 from __future__ import annotations
 
@@ -38,16 +39,19 @@ def cast_refused_by(model: nn.Module) -> str | None:
     return None
 
 
-def resolve_amp_mode(requested: str, mixed_precision: str, model: nn.Module) -> str:
-    """``none`` (fp32), ``autocast`` or ``cast`` for a run with accelerate's ``mixed_precision``."""
+def resolve_amp_mode(requested: str, mixed_precision: str, model: nn.Module, checkpointing: bool = False) -> str:
+    """``none`` (fp32), ``autocast`` or ``cast`` for a run with accelerate's ``mixed_precision``.
+    Gradient checkpointing recomputes the forward in the backward pass, after the cast weights are
+    gone: such a run keeps autocast."""
     if requested not in AMP_MODES:
         raise ConfigError(f"trainer.amp_mode must be one of {', '.join(AMP_MODES)}, got {requested!r}")
     if mixed_precision not in ("bf16", "fp16"):
         return "none"
-    refused = cast_refused_by(model)
+    refused = cast_refused_by(model) or ("gradient checkpointing" if checkpointing else None)
     if requested == "cast":
         if refused is not None:
-            raise ConfigError(f"trainer.amp_mode=cast: {refused} computes with fp32 factors; use trainer.amp_mode=auto")
+            raise ConfigError(f"trainer.amp_mode=cast does not work with {refused} (fp32 factors, or a forward "
+                              f"recomputed after the cast); use trainer.amp_mode=auto")
         return "cast"
     if requested == "autocast" or mixed_precision == "fp16" or refused is not None:
         return "autocast"

@@ -188,7 +188,8 @@ class Trainer:
         check_trainer_config(cfg_trainer)
         self.model.to(self.accelerator.device)
         self.amp_mode = record.amp_mode = resolve_amp_mode(cfg_trainer.get("amp_mode", "auto"),
-                                                           accelerator.mixed_precision, model)
+                                                           accelerator.mixed_precision, model,
+                                                           bool(cfg_trainer.get("gradient_checkpointing", False)))
         self.cast = None
         if self.amp_mode != "none":
             dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16

