@@ -47,9 +47,12 @@ REPORT = $(PYTHON) -m roloraexp.report $@ $(addprefix $(RUNS)/,$(READS)) --out $
 .PHONY: $(TABLES) $(addsuffix -cost,$(TABLES)) tables-help
 
 # The `+` runs the sweep line under `make -n` too, where DRY_RUN makes it print instead of launch.
+# A sweep whose cells failed exits non-zero: the report is still written for the cells that completed,
+# then the target fails with the sweep's status.
 $(TABLES): $(STAMP)
-	+$(strip $(SWEEP))
+	+@rm -f .make/$@.status; $(strip $(SWEEP)) $(if $(DRY_RUN),,|| echo $$? > .make/$@.status)
 	$(strip $(REPORT))
+	@status=$$(cat .make/$@.status 2>/dev/null || echo 0); rm -f .make/$@.status; exit $$status
 
 tables-help:
 	@echo "make TABLE [SEEDS=...] [MODEL=...] [TASKS=...] [METHODS=...] [SAMPLES=N] [STEPS=N] [RUNS=dir] [OUT=dir]"

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import difflib
+from contextlib import contextmanager
 from pathlib import Path
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -101,6 +102,26 @@ def group_choice_errors(overrides: list[str], conf: Path | list[Path] | None = C
     return errors
 
 
+STAMP = "%Y-%m-%d_%H-%M-%S"   # conf/config.yaml's folder time stamp
+
+
+@contextmanager
+def fixed_run_stamp():
+    """Within: ROLORAEXP_RUN_STAMP is set (if it was not), so that a folder composed before Hydra
+    starts (or after it ends) is the folder Hydra makes."""
+    import os
+    from datetime import datetime
+
+    if "ROLORAEXP_RUN_STAMP" in os.environ:
+        yield
+        return
+    os.environ["ROLORAEXP_RUN_STAMP"] = datetime.now().strftime(STAMP)
+    try:
+        yield
+    finally:
+        os.environ.pop("ROLORAEXP_RUN_STAMP", None)
+
+
 def share_run_stamp() -> None:
     """On several processes (torchrun, accelerate launch), agree on one time stamp for the run
     folder before Hydra names it: process 0's, sent to the others over the process group, which
@@ -115,6 +136,36 @@ def share_run_stamp() -> None:
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    stamp = [datetime.now().strftime("%Y-%m-%d_%H-%M-%S")]
+    stamp = [datetime.now().strftime(STAMP)]
     dist.broadcast_object_list(stamp, src=0)
     os.environ["ROLORAEXP_RUN_STAMP"] = stamp[0]
+
+
+# Flags after which Hydra runs nothing (help, the config, info, completion): no folder to hold, no sweep to sum up.
+NO_RUN = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
+
+
+def is_multirun(flags: list[str], overrides: list[str]) -> bool:
+    return any(f in ("-m", "--multirun") for f in flags) or "hydra.mode=MULTIRUN" in overrides
+
+
+def compose_hydra(flags: list[str], overrides: list[str]):
+    """The config with its ``hydra`` node, composed as Hydra will compose it for these arguments (no
+    sweeps in ``overrides``); None where the flags name another config folder or composing fails
+    (Hydra then says why). Resolving ``hydra.run.dir`` gives the run's folder before Hydra starts,
+    provided ROLORAEXP_RUN_STAMP is set (its time stamp)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    names = [f.split("=", 1)[0] for f in flags]
+    if {"--config-dir", "-cd", "--config-path", "-cp"} & set(names) or GlobalHydra.instance().is_initialized():
+        return None
+    config_name = "config"
+    for i, f in enumerate(flags):
+        if f.split("=", 1)[0] in ("--config-name", "-cn"):
+            config_name = f.split("=", 1)[1] if "=" in f else flags[i + 1]
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    except Exception:
+        return None

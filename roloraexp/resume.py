@@ -70,14 +70,18 @@ def load_checkpoint(path: Path, cfg, device) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ConfigError(f"checkpoint {path} is not a roloraexp run checkpoint (format {FORMAT}); "
                           f"pass trainer.resume=never to start over")
-    mine, theirs = config_identity(cfg), ckpt["config"]
-    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k, "<unset>") != theirs.get(k, "<unset>"))
+    differ = differences(config_identity(cfg), ckpt["config"])
     if differ:
-        shown = ", ".join(f"{k}: {theirs.get(k, '<unset>')!r} there, {mine.get(k, '<unset>')!r} here" for k in differ[:3])
-        more = f" (+{len(differ) - 3} more)" if len(differ) > 3 else ""
-        raise ConfigError(f"checkpoint {path} was written by another config ({shown}{more}); use another output "
+        raise ConfigError(f"checkpoint {path} was written by another config ({differ}); use another output "
                           f"folder or trainer.resume=never to start over")
     return ckpt
+
+
+def differences(mine: dict, theirs: dict) -> str:
+    """The first settings in which two config identities differ, as one phrase ("" when none)."""
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k, "<unset>") != theirs.get(k, "<unset>"))
+    shown = ", ".join(f"{k}: {theirs.get(k, '<unset>')!r} there, {mine.get(k, '<unset>')!r} here" for k in differ[:3])
+    return shown + (f" (+{len(differ) - 3} more)" if len(differ) > 3 else "")
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:

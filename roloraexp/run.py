@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, DataError, is_int
+from .folder_guard import FolderRefused, acquire, release, set_aside, took_over
 from .results import read_results, write_json_atomic
 
 log = logging.getLogger("roloraexp")
@@ -23,7 +24,18 @@ log = logging.getLogger("roloraexp")
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Run one configuration; always writes ``results.json`` (``status`` completed, failed or
     preempted). A run folder that holds a checkpoint of this config resumes from it
-    (``trainer.resume=auto``); one that holds a completed results.json of it is left as it is."""
+    (``trainer.resume=auto``); one that holds a completed results.json of it is left as it is. A folder
+    that another live run holds is refused: nothing is written there (``status`` refused, returned only)."""
+    out = Path(output_dir) if output_dir is not None else Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    result = {"status": "running", "task": cfg.task.name, "method": cfg.method.name, "model": cfg.model.name,
+              "seed": cfg.seed, "table": cfg.get("table")}
+    try:  # first: the imports below log (bitsandbytes) into the run.log Hydra opened in the folder
+        lock = acquire(out)  # one run per folder (for a single run, cli() took it before Hydra wrote there)
+    except FolderRefused as e:
+        leave_run_log(out)
+        return {**result, "status": "refused", "error": str(e)}
+    except OSError:  # an unwritable folder: check_output_dir says so below, in one line
+        lock = None
     # Heavy imports here, so `--help` and config errors answer fast.
     from accelerate.utils import set_seed
 
@@ -35,21 +47,22 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     from .provenance import provenance
     from .resume import load_checkpoint, remove_checkpoints, resolve_checkpoint
     from .tasks import build_task
+    from .tasks.collate import resolve_buckets
     from .tracking import Tracker
     from .train import NumericalFault, RunRecord, Trainer, check_trainer_config, phase_steps
 
     export_slurm_env()
-    out = Path(output_dir) if output_dir is not None else Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     main_process = int(os.environ.get("RANK", "0")) == 0  # only one process of a data-parallel run writes
     if not main_process:  # the other processes of a data-parallel run say only what goes wrong
         for handler in logging.getLogger().handlers:
             handler.setLevel(logging.WARNING)
     started = time.time()
     record, tracker, method, preempted = RunRecord(), None, None, None
-    result = {"status": "running", "task": cfg.task.name, "method": cfg.method.name, "model": cfg.model.name,
-              "seed": cfg.seed, "table": cfg.get("table")}
     try:
         check_output_dir(out)
+        stale = took_over(out)
+        if stale:
+            log.warning("took over a stale lock: %s", stale)
         if cfg.get("data_dir") and not Path(str(cfg.data_dir)).expanduser().is_absolute():
             # Recorded as an absolute path: results.json (export --check, the report) is read from anywhere.
             cfg.data_dir = str(Path(str(cfg.data_dir)).expanduser().resolve())
@@ -66,6 +79,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
             log.info("%s already holds a completed run of this config; nothing to do (trainer.resume=never runs it "
                      "again)", out / "results.json")
             return done
+        set_aside_other_run(cfg, out)
         set_seed(cfg.seed)
         task = build_task(cfg)
         method = build_method(cfg)  # validates the method's options before any data or model is read
@@ -75,6 +89,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         task.max_input_length = max_input_length(config, tokenizer)
         targets, dry = check_targets(cfg, task, config)  # on a weightless skeleton: every prepare-time check
         task.load(tokenizer)
+        # trainer.pad_buckets: batches padded to a few fixed widths (compiled graphs are reused).
+        task.pad_buckets = resolve_buckets(cfg.trainer.get("pad_buckets"), task.max_length)
         steps = phase_steps(cfg.trainer, len(task.train_dataset), int(os.environ.get("WORLD_SIZE", "1")))
         dry.check_steps(steps, steps * dry.num_phases)
         accelerator = make_accelerator(cfg.trainer)
@@ -99,6 +115,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         result["status"] = "completed"
         if main_process and not cfg.trainer.get("keep_checkpoint", False):
             remove_checkpoints(out)  # done: results.json and the adapter files are what stays
+    except FolderRefused as e:  # another config's results that cannot be set aside: nothing is written
+        result.update(status="refused", error=str(e))
     except (ConfigError, DataError, NumericalFault) as e:
         result.update(status="failed", error=str(e))
     except Preempted as e:
@@ -111,7 +129,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         result.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
         log.error("run failed:\n%s", traceback.format_exc())
     finally:
-        if result["status"] != "running" or method is not None:
+        if result["status"] != "refused" and (result["status"] != "running" or method is not None):
             state = method.state() if method is not None else {}
             result.update(
                 metrics=record.metrics, best_metrics=record.best_metrics, **state, best_ranks=best_ranks(record),
@@ -132,6 +150,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         if tracker is not None:
             tracker.summarize(result)
             tracker.finish(exit_code=0 if result["status"] == "completed" else 1)
+        release(lock)
     if preempted is not None:
         preempted.hand_over()  # after results.json: submitit requeues, or the process exits 128 + signal
     return result
@@ -141,7 +160,7 @@ def check_output_dir(out: Path) -> None:
     """The run folder must be writable: found now, not after an hour of training."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
+        probe = out / f".write_test.{os.getpid()}"  # per process: two runs starting at once do not race
         probe.write_text("")
         probe.unlink()
     except OSError as e:
@@ -161,6 +180,42 @@ def completed_before(cfg: DictConfig, out: Path) -> dict | None:
     if previous.get("status") != "completed" or not isinstance(previous.get("config"), dict):
         return None
     return previous if config_identity(previous["config"]) == config_identity(cfg) else None
+
+
+def set_aside_other_run(cfg: DictConfig, out: Path) -> None:
+    """A results.json of another config (completed, failed or preempted) is not overwritten: it, its
+    run's checkpoints and adapter files are renamed with its time (folder_guard.set_aside). The same
+    config's failed or preempted results are this run's to replace (it resumes from the checkpoint)."""
+    from .resume import config_identity, differences
+
+    path = out / "results.json"
+    if not path.exists():
+        return
+    try:
+        previous = read_results(path)
+        theirs = config_identity(previous["config"]) if isinstance(previous.get("config"), dict) else None
+    except (OSError, ValueError, AttributeError):
+        previous, theirs = {}, None
+    mine = config_identity(cfg)
+    if theirs == mine:
+        return
+    try:
+        moved = set_aside(out)
+    except OSError as e:
+        raise FolderRefused(f"{path} holds another config's run and cannot be set aside ({e.strerror}); "
+                            f"use another folder") from e
+    what = f"a {previous.get('status', 'unknown')} run of another config ({differences(mine, theirs)})" if theirs \
+        else "an unreadable results.json"
+    log.warning("%s held %s: set aside as %s", out, what, ", ".join(p.name for p in moved))
+
+
+def leave_run_log(out: Path) -> None:
+    """A refused run stops writing to the folder's run.log (Hydra opened it before the run could look)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == out.resolve():
+            root.removeHandler(handler)
+            handler.close()
 
 
 def check_targets(cfg: DictConfig, task, config):
@@ -204,10 +259,11 @@ def best_ranks(record) -> dict | None:
 
 
 def print_summary(result: dict, out: Path) -> None:
-    """The final metrics as a small table on stdout."""
+    """The final metrics as a small table on stdout; a run that did not complete shows its status, not
+    metrics, and main() prints its error once, below, as ``error: ...``."""
     rows = [("task / method / model", f"{result['task']} / {result['method']} / {result['model']}"),
-            ("status", result["status"] + (f": {result['error']}" if result.get("error") else ""))]
-    for k, v in result.get("metrics", {}).items():
+            ("status", result["status"])]
+    for k, v in (result.get("metrics", {}) if result["status"] == "completed" else {}).items():
         best = result.get("best_metrics", {}).get(k)
         rows.append((k, f"{v:.4f}" + (f"   (best {best:.4f})" if isinstance(best, float) else "")))
     ranks = result.get("ranks") or {}
@@ -233,10 +289,16 @@ def main(cfg: DictConfig) -> float | None:
 
     out = Path(HydraConfig.get().runtime.output_dir)
     result = run(cfg, out)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        from .sweep_summary import record
+
+        record(HydraConfig.get(), out, result)  # for the summary at the sweep's end
     if int(os.environ.get("RANK", "0")) != 0:
         return None
-    print_summary(result, out)
+    if result["status"] != "refused":  # a refused run has no results of its own to show
+        print_summary(result, out)
     if result["status"] != "completed":
+        sys.stdout.flush()  # the summary, then its error
         print(f"error: {result['error']}", file=sys.stderr)
         if HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep goes on past a failed job
             raise SystemExit(1)
@@ -247,7 +309,7 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """``python -m roloraexp.run [overrides] [-m] [overrides]``: Hydra's command line, with flags and
     overrides in any order and unknown config names caught before anything runs (roloraexp/cli.py)."""
-    from .cli import config_dirs, group_choice_errors, share_run_stamp, split_args
+    from .cli import NO_RUN, config_dirs, group_choice_errors, is_multirun, share_run_stamp, split_args
 
     flags, overrides = split_args(sys.argv[1:])
     errors = group_choice_errors(overrides, config_dirs(flags, overrides))
@@ -256,7 +318,38 @@ def cli() -> None:
         raise SystemExit(2)
     sys.argv[1:] = flags + overrides
     share_run_stamp()
-    main()
+    if any(f.split("=", 1)[0] in NO_RUN for f in flags):
+        main()
+    elif is_multirun(flags, overrides):
+        from .sweep_summary import run_sweep
+
+        code = run_sweep(main, flags, overrides)  # every job's status at the end; non-zero if one failed
+        if code:
+            raise SystemExit(code)
+    else:
+        run_in_held_folder(flags, overrides)
+
+
+def run_in_held_folder(flags: list[str], overrides: list[str]) -> None:
+    """One run, its folder held from before Hydra writes there (.hydra/, run.log) to the end: a second
+    run into a held folder stops in one line and leaves the folder as it was."""
+    from .cli import compose_hydra, fixed_run_stamp
+
+    lock = None
+    with fixed_run_stamp():  # the folder composed here is the one Hydra makes
+        try:
+            cfg = compose_hydra(flags, overrides)
+            if cfg is not None and str(cfg.hydra.get("mode")) != "RunMode.MULTIRUN":  # a config may ask for a sweep
+                try:
+                    lock = acquire(Path(str(cfg.hydra.run.dir)))
+                except FolderRefused as e:
+                    print(f"error: {e}", file=sys.stderr)
+                    raise SystemExit(1) from None
+                except Exception:  # an unwritable or unresolvable folder: run() says so, in one line
+                    pass
+            main()
+        finally:
+            release(lock)
 
 
 if __name__ == "__main__":

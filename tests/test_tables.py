@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -227,9 +228,30 @@ def test_a_changed_cell_sets_its_results_and_checkpoints_aside(tmp_path):
     for name in ("results.json", CHECKPOINT, PREVIOUS):
         (tmp_path / name).write_text(name)
     cell = sweep.Cell(folder="t", model="m", task="rte", row=None, fixed=(), swept={}, dir=tmp_path)
+    os.utime(tmp_path / "results.json", (1.7e9, 1.7e9))
+    stamp = datetime.fromtimestamp(1.7e9).strftime("%Y%m%d-%H%M%S")   # when that run ended
     sweep.set_aside(cell)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint.previous.stale.pt", "checkpoint.stale.pt", "results.previous.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        f"checkpoint.previous.{stamp}.pt", f"checkpoint.{stamp}.pt", f"results.{stamp}.json"])
+    (tmp_path / "results.json").write_text("again")   # set aside again, same time: nothing overwritten
+    os.utime(tmp_path / "results.json", (1.7e9, 1.7e9))
+    sweep.set_aside(cell)
+    assert (tmp_path / f"results.{stamp}-1.json").read_text() == "again"
+
+
+def test_a_table_whose_cells_failed_exits_non_zero_and_names_them(tmp_path):
+    runs = tmp_path / "runs"
+    res = make("rolora-table1", "MODEL=tiny_roberta", "SEEDS=1 2", "TASKS=rte", "METHODS=lora", "SAMPLES=16",
+               "STEPS=2", f"RUNS={runs}", f"OUT={tmp_path / 'results'}", "EXTRA=logger=disabled trainer.lr=-1")
+    assert res.returncode == 2, res.stderr[-2000:]  # the sweep's status, after the report of what completed
+    assert "# rolora-table1: 0/2 cells completed, 2 failed:" in res.stdout
+    listed = res.stdout[res.stdout.index("cells completed, 2 failed:"):].splitlines()[2:4]
+    words = [line.split() for line in listed]
+    assert [w[w.index("failed") - 1] for w in words] == ["seed=1", "seed=2"]
+    assert all("trainer.lr must be a number > 0, got -1" in line for line in listed)
+    summary = json.loads((runs / "rolora-table1" / "sweep_summary.json").read_text())
+    assert summary["exit_code"] == 2 and [j["status"] for j in summary["jobs"]] == ["failed", "failed"]
+    assert summary["jobs"][0]["dir"].endswith("rolora-table1/tiny_roberta/rte/lora_r8/seed1")
 
 
 def test_grad_norms_writes_json_and_figure(tmp_path):

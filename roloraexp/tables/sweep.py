@@ -8,13 +8,16 @@ The grid is the table's declaration (``roloraexp/tables/``): one run per distinc
 (``Table.grid()``) and seed. A cell is one (task, row run, R, K, seed), with a fixed folder
 RUNS/<folder>/<model>/<task>/<run>[_r<R>][_k<K>]/seed<S> (``--layout``). A cell is skipped when
 its ``results.json`` says ``"completed"`` and its ``.hydra/overrides.yaml`` holds the same overrides;
-failed, missing and changed cells run again (a changed cell's old file is kept as
-``results.previous.json``, its checkpoints as ``*.stale.pt``; a cell with a checkpoint but no
-completed results.json resumes from it). The cells left are grouped into as few multiruns as form a grid: one per
+failed, missing and changed cells run again (a changed cell's old files are set aside with their
+time, ``results.<YYYYmmdd-HHMMSS>.json``, ``checkpoint.<...>.pt``, by roloraexp/folder_guard.py; a cell
+with a checkpoint but no completed results.json resumes from it). The cells left are grouped into as few multiruns as form a grid: one per
 row run, sweeping experiment (task) × method.rank × method.k × seed. Rows that reuse another table's
 runs (ROLoRA 4 and 5 read Table 1; WeightLoRA 6 reads Table 1) run that table's missing cells into
 its folder, tagged with its name. A row whose method has no ``conf/method/*.yaml`` is skipped with a
-warning. ``make rolora-table1`` etc. call this (make/tables.mk); ``scripts/sweep.py`` is the same.
+warning. At the end, every cell's status (the multiruns print their own jobs' too), written as
+RUNS/<table>/sweep_summary.csv and .json; the exit status is 0 when every cell completed, 1 when some
+did not, 2 when none did. ``make rolora-table1`` etc. call this (make/tables.mk); ``scripts/sweep.py``
+is the same.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import folder_guard, sweep_summary
 from . import TABLES
 from .cli import describe
 from .spec import Row
@@ -138,12 +142,17 @@ def check(cell: Cell) -> str:
 
 
 def set_aside(cell: Cell) -> None:
-    """A changed cell starts over: its old results and checkpoints are kept under other names."""
-    for name in ("results.json", CHECKPOINT, PREVIOUS):
-        path = cell.dir / name
-        if path.exists():
-            path.replace(path.with_name(path.name.replace(".json", ".previous.json") if name == "results.json"
-                                        else path.name.replace(".pt", ".stale.pt")))
+    """A changed cell starts over: its old results, checkpoints and adapters are kept, renamed with their time."""
+    folder_guard.set_aside(cell.dir)
+
+
+def summary_row(i: int, cell: Cell) -> dict:
+    """A cell's line in the table's sweep summary (roloraexp/sweep_summary.py), from its results.json."""
+    try:
+        result = json.loads((cell.dir / "results.json").read_text())
+    except (OSError, ValueError):
+        result = None
+    return sweep_summary.row(i, [*cell.fixed, *(f"{k}={v}" for k, v in cell.swept.items())], cell.dir, result)
 
 
 def plan(table: str, a) -> list[Cell]:
@@ -259,9 +268,18 @@ def main(argv=None) -> int:
     with ThreadPoolExecutor(max(1, a.jobs)) as pool:
         rc = max(pool.map(launch, [command(a, c, combo) for c, combo in jobs]), default=0)
     states = [check(c) for c in cells]
+    rows = [summary_row(i, c) for i, c in enumerate(cells)]
+    failed = [r for r in rows if r["status"] != "completed"]
     print(f"# {a.table}: {states.count('done')}/{len(cells)} cells completed, {states.count('failed')} failed"
-          + (" (their errors are in the report and in each results.json)" if "failed" in states else ""))
-    return 1 if rc else 0
+          + (":" if failed else ""))
+    if failed:  # which cells, with their errors: what to fix before running the target again
+        print(sweep_summary.table(failed), flush=True)
+    try:
+        sweep_summary.write(Path(a.runs) / a.table, rows)
+    except OSError as e:
+        print(f"# cannot write {Path(a.runs) / a.table}/sweep_summary.*: {e.strerror}", file=sys.stderr)
+    code = sweep_summary.exit_code([r["status"] for r in rows])
+    return code or (1 if rc else 0)
 
 
 if __name__ == "__main__":
