@@ -14,7 +14,7 @@ spec = importlib.util.spec_from_file_location("host_cost", REPO / "scripts" / "h
 host_cost = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(host_cost)
 
-ARGS = Namespace(model="tiny_roberta", batch=8, seq=64)  # counts do not depend on batch or width
+ARGS = Namespace(model="tiny_roberta", batch=8, seq=64)  # small: a count is of ops, not of their arithmetic
 METHODS = ("lora", "adalora", "rolora")
 DEPTHS = (2, 4)
 # The heads hand on fp32 logits under cast (precision.CastForward._fp32_output): one cast forward,
