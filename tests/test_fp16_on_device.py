@@ -109,12 +109,14 @@ def test_the_loop_trains_fp16_without_reading_back_in_the_optimizer_step(tmp_pat
     the run completes, and no optimizer step (the scaler, the optimizer, WeightLoRA's ω step, the
     skip bookkeeping) reads a tensor back to the host."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from conftest import smoke
     from roloraexp import distributed, train
     from roloraexp.run import run
 
     def fp16_accelerator(cfg):
+        AcceleratorState._reset_state(reset_partial_state=True)  # an earlier test's precision would stick
         acc = Accelerator(mixed_precision="fp16", cpu=True)
         acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24)
         acc.autocast = lambda *args, **kwargs: torch.autocast("cpu", dtype=torch.float16)  # accelerate: CUDA only
