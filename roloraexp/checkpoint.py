@@ -43,6 +43,19 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
 
 
 def save_state(state: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = Path(f"{path}.tmp")
-    torch.save(state, tmp)
+    tmp = write_tmp(state, path)
     os.replace(tmp, path)
+
+
+def write_tmp(obj, path: Path) -> Path:
+    """``obj`` saved to ``<path>.tmp`` (renamed into place by the caller). Through a Python file, so a
+    full or read-only disk raises an OSError naming the file with its errno (torch.save given a path
+    raises a RuntimeError with neither); the partial file is removed."""
+    tmp = Path(f"{path}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(tmp)) from e
+    return tmp

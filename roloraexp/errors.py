@@ -1,4 +1,5 @@
 """Errors a user can fix. The run prints them as one line instead of a traceback."""
+import math
 
 
 class ConfigError(ValueError):
@@ -15,5 +16,14 @@ def is_int(v) -> bool:
 
 
 def is_number(v) -> bool:
-    """A real-valued setting (an int or a float, not a bool, not a string such as ``abc``)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite real-valued setting (an int or a float; not a bool, not a string such as ``abc``, not
+    nan or inf, which every range check would otherwise let through or turn into a silent no-op)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_flags(cfg, section: str, keys: tuple[str, ...]) -> None:
+    """On/off settings must be true or false: Python would take any string (``maybe``) as true."""
+    for key in keys:
+        v = cfg.get(key) if cfg is not None else None
+        if v is not None and not isinstance(v, bool):
+            raise ConfigError(f"{section}.{key} must be true or false, got {v!r}")

@@ -214,6 +214,21 @@ class FolderLock:
 _held: dict[Path, FolderLock] = {}   # the folders this process holds (cli() takes a run's before Hydra starts)
 
 
+def unusable(folder: Path, key: str = "hydra.run.dir") -> str | None:
+    """Why ``folder`` cannot hold a run (a file, not writable, no space, a parent that is a file), as one
+    line naming ``key``, the setting that chose it; None when it can. Made when missing."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test.{os.getpid()}"  # per process: two runs starting at once do not race
+        probe.write_text("probe")
+        probe.unlink()
+    except OSError as e:
+        what = "is a file, not a folder" if folder.is_file() else f"cannot be written ({e.strerror or e})"
+        return f"the run folder {folder} {what}; set {key} to another folder"
+    return None
+
+
 def acquire(folder: Path) -> FolderLock | None:
     """Hold ``folder`` for this process (None: already held here, or not process 0). Raises FolderRefused."""
     key = Path(folder).resolve()

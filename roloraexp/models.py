@@ -68,10 +68,19 @@ def package_model_dir(package: str) -> str:
 
 def resolve_path(model_cfg) -> str:
     if model_cfg.get("name_or_path"):
-        return str(model_cfg.name_or_path)
+        path = str(model_cfg.name_or_path)
+        if looks_local(path) and not Path(path).expanduser().is_dir():
+            what = "is a file, not a model folder" if Path(path).expanduser().exists() else "does not exist"
+            raise ConfigError(f"model.name_or_path={path}: the local folder {what} (a hub id looks like org/name)")
+        return str(Path(path).expanduser()) if looks_local(path) else path
     if model_cfg.get("package"):
         return package_model_dir(model_cfg.package)
     raise ConfigError(f"model {model_cfg.get('name')!r} needs name_or_path, package or tiny: true")
+
+
+def looks_local(path: str) -> bool:
+    """A path on disk rather than a hub id (``org/name``, or ``name``): absolute, ``./``, ``~`` or deeper."""
+    return path.startswith(("/", ".", "~")) or path.count("/") > 1 or Path(path).exists()
 
 
 def load_tokenizer(model_cfg):

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from .checkpoint import write_tmp
 from .errors import ConfigError
 
 FORMAT = 1
 CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.previous.pt"
 # Settings that do not change what a run computes: a resumed run may change them.
 IGNORED = ("trainer.resume", "trainer.checkpoint_every", "trainer.checkpoint_minutes", "trainer.save_adapters",
-           "trainer.num_workers", "logger.", "data_dir", "hydra.", "table")
+           "trainer.num_workers", "task.max_bad_rows", "logger.", "data_dir", "hydra.", "table")
 
 
 def config_identity(cfg) -> dict[str, object]:
@@ -87,8 +88,7 @@ def differences(mine: dict, theirs: dict) -> str:
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Atomic write: temp file, rename the last checkpoint to checkpoint.previous.pt, rename the new one in."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **payload}, tmp)
+    tmp = write_tmp({"format": FORMAT, **payload}, path)
     if path.exists():
         os.replace(path, path.with_name(PREVIOUS))
     os.replace(tmp, path)

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -15,10 +16,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, DataError, is_int
-from .folder_guard import FolderRefused, acquire, release, set_aside, took_over
+from .folder_guard import FolderRefused, acquire, release, set_aside, took_over, unusable
 from .results import read_results, write_json_atomic
 
 log = logging.getLogger("roloraexp")
+# Write errors that are the disk's or the folder's, not the code's: one line, no traceback.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
@@ -66,8 +69,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         if cfg.get("data_dir") and not Path(str(cfg.data_dir)).expanduser().is_absolute():
             # Recorded as an absolute path: results.json (export --check, the report) is read from anywhere.
             cfg.data_dir = str(Path(str(cfg.data_dir)).expanduser().resolve())
-        if not is_int(cfg.seed):
-            raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+        if not is_int(cfg.seed) or not 0 <= cfg.seed < 2**32:  # numpy's and accelerate's seed range
+            raise ConfigError(f"seed must be an integer in [0, 2**32 - 1], got {cfg.seed!r}")
         check_trainer_config(cfg.trainer)
         if cfg.model.get("dtype", "fp32") not in DTYPES:
             raise ConfigError(f"model.dtype must be fp32, bf16 or fp16, got {cfg.model.dtype!r}")
@@ -84,6 +87,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         task = build_task(cfg)
         method = build_method(cfg)  # validates the method's options before any data or model is read
         task.read()  # data problems surface before any tokenizer or model is loaded
+        result["data"] = task.data_report  # per split: the file, rows kept and skipped_rows
         tokenizer = load_tokenizer(cfg.model)
         config = model_config(cfg.model, tokenizer, task)
         task.max_input_length = max_input_length(config, tokenizer)
@@ -125,6 +129,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     except KeyboardInterrupt:
         result.update(status="failed", error="interrupted")
         raise
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            result.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
+            log.error("run failed:\n%s", traceback.format_exc())
+        else:  # the folder's disk, not the code: one line naming the file (the checkpoint before it stays)
+            result.update(status="failed", error=f"cannot write {e.filename or out}: {e.strerror} "
+                                                 f"(free space or use another hydra.run.dir; the run resumes from its checkpoint)")
     except Exception as e:  # keep the multirun going; the traceback goes to the run's log
         result.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
         log.error("run failed:\n%s", traceback.format_exc())
@@ -158,13 +169,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
 
 def check_output_dir(out: Path) -> None:
     """The run folder must be writable: found now, not after an hour of training."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write_test.{os.getpid()}"  # per process: two runs starting at once do not race
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"the output folder {out} is not writable ({e.strerror}); set hydra.run.dir") from e
+    problem = unusable(out)
+    if problem:
+        raise ConfigError(problem)
 
 
 def completed_before(cfg: DictConfig, out: Path) -> dict | None:
@@ -266,6 +273,10 @@ def print_summary(result: dict, out: Path) -> None:
     for k, v in (result.get("metrics", {}) if result["status"] == "completed" else {}).items():
         best = result.get("best_metrics", {}).get(k)
         rows.append((k, f"{v:.4f}" + (f"   (best {best:.4f})" if isinstance(best, float) else "")))
+    skipped = {k: d for k, d in (result.get("data") or {}).items() if d.get("skipped_rows")}
+    if skipped:  # damaged data the run went past (task.max_bad_rows): part of what the metrics mean
+        rows.append(("skipped data rows", ", ".join(f"{k}: {d['skipped_rows']} of {d['rows'] + d['skipped_rows']}"
+                                                    for k, d in skipped.items())))
     ranks = result.get("ranks") or {}
     if ranks:
         rows.append(("mean rank", f"{sum(ranks.values()) / len(ranks):.2f} over {len(ranks)} adapters"))
@@ -341,12 +352,17 @@ def run_in_held_folder(flags: list[str], overrides: list[str]) -> None:
             cfg = compose_hydra(flags, overrides)
             if cfg is not None and str(cfg.hydra.get("mode")) != "RunMode.MULTIRUN":  # a config may ask for a sweep
                 try:
-                    lock = acquire(Path(str(cfg.hydra.run.dir)))
+                    folder = Path(str(cfg.hydra.run.dir))
+                except Exception:  # a folder only Hydra's launcher can resolve: it says why, if it cannot
+                    folder = None
+                try:
+                    problem = unusable(folder) if folder is not None else None  # Hydra: a traceback
+                    if problem:
+                        raise FolderRefused(problem)
+                    lock = acquire(folder) if folder is not None else None
                 except FolderRefused as e:
                     print(f"error: {e}", file=sys.stderr)
                     raise SystemExit(1) from None
-                except Exception:  # an unwritable or unresolvable folder: run() says so, in one line
-                    pass
             main()
         finally:
             release(lock)

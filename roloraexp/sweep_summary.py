@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -158,6 +159,18 @@ def collect(flags: list[str], overrides: list[str]) -> tuple[Path | None, list[d
     return sweep_dir, rows
 
 
+def unusable_sweep_dir(flags: list[str], overrides: list[str]) -> str | None:
+    """Why the sweep folder cannot hold the sweep (Hydra would stop with a traceback), as one line."""
+    from .folder_guard import unusable
+
+    expanded = _jobs(overrides)
+    if expanded is None or not expanded[1]:
+        return None
+    hydra, jobs, _ = expanded
+    sweep_dir, _ = _folders(flags, hydra, jobs[:1])
+    return unusable(sweep_dir, "hydra.sweep.dir") if sweep_dir is not None else None
+
+
 def run_sweep(main, flags: list[str], overrides: list[str]) -> int:
     """Run the multirun (``main``: the Hydra entry point), then its summary; the exit status."""
     from .cli import fixed_run_stamp
@@ -167,6 +180,10 @@ def run_sweep(main, flags: list[str], overrides: list[str]) -> int:
     code = 0
     # A fixed time stamp for the sweep folder: composed again after the sweep, it must be the same.
     with fixed_run_stamp():
+        problem = unusable_sweep_dir(flags, overrides)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
         try:
             main()
         except SystemExit as e:   # Hydra's own error (exit 1), or a job's preemption hand-over (128 + signal)

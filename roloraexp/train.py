@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from . import distributed as dist
 from .adapters import apply_remaps
 from .checkpoint import load_trainable_state, save_state, trainable_state
-from .errors import ConfigError, is_int, is_number
+from .errors import ConfigError, check_flags, is_int, is_number
+from .lr_schedule import linear_warmup_decay
 from .methods.base import TrainContext, count_trainable
 from .methods.on_device import all_finite
 from .precision import CastForward, forward_context, resolve_amp_mode
@@ -78,6 +78,7 @@ def check_trainer_config(cfg) -> None:
     """The loop's settings, checked before any data or model is read: a wrong type or range is one
     line naming the key, not a TypeError from deep in the loop (or, for a log or checkpoint setting,
     one after the first training steps)."""
+    check_flags(cfg, "trainer", ("group_by_length", "gradient_checkpointing", "save_adapters", "keep_checkpoint"))
     for key in ("batch_size", "grad_accum", "eval_batch_size", "log_every"):
         v = cfg.get(key)
         if not is_int(v) or v < 1:
@@ -276,7 +277,7 @@ class Trainer:
 
     def warmup_steps(self, phase_steps: int) -> int:
         """``trainer.warmup_steps`` (absolute, as the papers give it) wins over ``warmup_ratio``.
-        Warm-up longer than the phase keeps rising to the end (get_linear_schedule_with_warmup's
+        Warm-up longer than the phase keeps rising to the end (transformers' get_linear_schedule_with_warmup's
         semantics): the peak lr is then never reached."""
         if self.cfg.get("warmup_steps") is not None:
             return int(self.cfg.warmup_steps)
@@ -321,7 +322,8 @@ class Trainer:
                 save_state(self.best_state, self.output_dir / "best_trainable.pt")
         self.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, ctx.step)
         self.tracker.log_state(state, ctx.step)
-        log.info("step %d phase %d: %s", ctx.step, ctx.phase,
+        # Phases on screen count from 1 of N, as in the resume line (results.json's "phase" from 0).
+        log.info("step %d/%d (phase %d/%d): %s", ctx.step, ctx.total_steps, ctx.phase + 1, self.method.num_phases,
                  " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         return metrics
 
@@ -407,8 +409,8 @@ class Trainer:
         ctx.step, ctx.phase, ctx.phase_step = ck["ctx"]["step"], ck["ctx"]["phase"], ck["ctx"]["phase_step"]
         self.record.resumed_from.append({"step": ctx.step, "checkpoint": str(self.output_dir / CHECKPOINT)
                                          if self.output_dir is not None else None})
-        log.info("resuming at step %d (phase %d, epoch %d, step %d of the epoch)", ctx.step, self.position[0] + 1,
-                 self.position[1] + 1, self.position[2])
+        log.info("resuming after step %d/%d (phase %d/%d, epoch %d, step %d of the epoch)", ctx.step, ctx.total_steps,
+                 self.position[0] + 1, self.method.num_phases, self.position[1] + 1, self.position[2])
         if not self.phase_started:  # saved at a phase end: the next phase's start draws from the generators
             set_rng_state(ck["rng"])
 
@@ -423,7 +425,7 @@ class Trainer:
             self.restore(ctx)
         bar = tqdm(total=total, initial=ctx.step, desc="train", dynamic_ncols=True, mininterval=1,
                    disable=None if self.is_main else True)
-        start = time.time()
+        start, first_step = time.time(), ctx.step
         with StopSignals() as self.stop:
             for phase in range(self.position[0], method.num_phases):
                 self._run_phase(phase, ctx, bar)
@@ -437,7 +439,10 @@ class Trainer:
                                                                           self.record.train_tokens)
         if acc.device.type == "cuda":
             self.record.peak_memory_bytes = torch.cuda.max_memory_allocated(acc.device)
-        log.info("trained %d steps in %.1fs", ctx.step, time.time() - start)
+        # This process's steps (after a resume, the run's total is more: both are said).
+        done_here = ctx.step - first_step
+        log.info("trained %d steps in %.1fs%s", done_here, time.time() - start,
+                 f" ({ctx.step} in the run, {first_step} before the resume)" if first_step else "")
         if self.output_dir is not None and self.is_main and cfg.get("save_adapters", True):
             save_state(trainable_state(self.model), self.output_dir / "final_trainable.pt")
         return self.record
@@ -453,7 +458,7 @@ class Trainer:
         self._track_params()
         self._rewrap()
         optimizer = acc.prepare_optimizer(method.build_optimizer(self.model, cfg), device_placement=False)
-        scheduler = get_linear_schedule_with_warmup(optimizer.optimizer, self.warmup_steps(phase_steps), phase_steps)
+        scheduler = linear_warmup_decay(optimizer.optimizer, self.warmup_steps(phase_steps), phase_steps)
         running = torch.zeros((), device=acc.device)  # summed on device: no GPU sync per step
         if resumed:
             self._restore_optimizer(optimizer, scheduler, running)

@@ -53,7 +53,16 @@ def corrupt_checkpoint(tmp_path):
 # (id, overrides, setup(tmp_path) -> data_dir or output folder, expected message)
 CASES = [
     ("lr", ["trainer.lr=-1"], None, "trainer.lr must be a number > 0, got -1"),
-    ("seed", ["seed=abc"], None, "seed must be an integer, got 'abc'"),
+    ("seed", ["seed=abc"], None, "seed must be an integer in [0, 2**32 - 1], got 'abc'"),
+    ("seed-negative", ["seed=-1"], None, "seed must be an integer in [0, 2**32 - 1], got -1"),
+    ("seed-too-big", [f"seed={2**32}"], None, f"seed must be an integer in [0, 2**32 - 1], got {2**32}"),
+    ("nan", ["trainer.max_grad_norm=nan"], None, "trainer.max_grad_norm must be a number >= 0, got nan"),
+    ("flag", ["trainer.group_by_length=maybe"], None, "trainer.group_by_length must be true or false, got 'maybe'"),
+    ("method-flag", ["method.rslora=1"], None, "method.rslora must be true or false, got 1"),
+    ("task-flag", ["task.train_from_dev=yes"], None, "task.train_from_dev must be true or false, got 'yes'"),
+    ("bad-rows", ["task.max_bad_rows=5"], None, "task.max_bad_rows must be a fraction of a split's rows in [0, 1], got 5"),
+    ("model-path", ["model=roberta_base", "model.name_or_path=/nonexistent/roberta"], None,
+     "model.name_or_path=/nonexistent/roberta: the local folder does not exist (a hub id looks like org/name)"),
     ("no-steps", ["trainer.epochs=0", "trainer.max_steps=0"], None, "the run has no steps"),
     ("batch", ["trainer.batch_size=0"], None, "trainer.batch_size must be an integer >= 1, got 0"),
     ("accum", ["trainer.grad_accum=0"], None, "trainer.grad_accum must be an integer >= 1, got 0"),
@@ -72,13 +81,16 @@ CASES = [
     ("bad-label", [], lambda p: glue_copy(p, lambda t: t.replace("\tnot_entailment\n", "\tmaybe\n", 1)),
      "label 'maybe' is not ['entailment', 'not_entailment']"),
     ("bad-json", ["task=squad_v1", "task.train_from_dev=true"], lambda p: squad_file(p, "{oops"),
+     "is not valid json (line 1, column 2: Expecting property name enclosed in double quotes): cut short?"),
+    ("not-squad", ["task=squad_v1", "task.train_from_dev=true"], lambda p: squad_file(p, '{"version": 1}'),
      "is not SQuAD-format json"),
     ("precision", ["trainer.precision=fp8"], None, "trainer.precision must be fp32, fp16 or bf16"),
 ]
 OUTPUT_CASES = [
     ("foreign-checkpoint", foreign_checkpoint, "was written by another config (method.rank: 4 there, 8 here"),
     ("corrupt-checkpoint", corrupt_checkpoint, "is unreadable"),
-    ("unwritable-output", lambda p: (p / "file").write_text("") or p / "file" / "run", "is not writable"),
+    ("unwritable-output", lambda p: (p / "file").write_text("") or p / "file" / "run",
+     "cannot be written (Not a directory); set hydra.run.dir to another folder"),
 ]
 
 

@@ -4,6 +4,7 @@ history, and bit for bit the same final trainable tensors (CPU). Also for SIGTER
 for the methods that resize their tensors mid-run. Every run is a subprocess, as a user's would be."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,8 +53,12 @@ def killed_and_resumed(tmp_path, overrides, kills):
         assert (tmp_path / "cut" / "checkpoint.pt").exists()
     last = launch(tmp_path / "cut", overrides)
     assert last.returncode == 0, last.stderr[-3000:]
-    assert "resuming at step" in last.stdout + last.stderr
     _, resumed = assert_same_run(tmp_path / "ref", tmp_path / "cut")
+    # The screen counts this process's steps and the run's, phases from 1 in every line.
+    screen, at, total = last.stdout + last.stderr, resumed["resumed_from"][-1]["step"], resumed["steps"]
+    assert re.search(rf"resuming after step {at}/\d+ \(phase \d+/\d+,", screen), screen[-2000:]
+    assert f"trained {total - at} steps in" in screen and f"({total} in the run, {at} before the resume)" in screen
+    assert "phase 0" not in screen
     assert len(resumed["resumed_from"]) == len(kills)
     assert not (tmp_path / "cut" / "checkpoint.pt").exists()  # completed: checkpoints removed
     return resumed

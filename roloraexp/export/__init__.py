@@ -17,7 +17,9 @@ loads the folder that way and scores it on the run's evaluation set. Adapters PE
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -25,6 +27,13 @@ import torch
 from ..errors import ConfigError, DataError
 from .forms import form_of, trains_weights_in_place
 from .run_folder import BaseModel, RunFolder, head_modules, read_run, rebuild_base
+
+# Quiet at their source, so that an export prints only what concerns it: peft imports bitsandbytes,
+# whose kernels lookup logs two warnings on every import offline (its own loggers, raised to ERROR),
+# and peft 0.1x asks transformers 5 a deprecated question on every model it wraps (that one message).
+for _name in ("bitsandbytes", "kernels"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 INFO = "export_info.json"
 BASE_DIR = "base_model"  # tiny (random) models: the base model is saved here, beside the adapter

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..adapters import ComponentAdamW, LowRankLinear, Remap, inject_adapters
-from ..errors import ConfigError, is_int, is_number
+from ..errors import ConfigError, check_flags, is_int, is_number
 
 
 @dataclass
@@ -98,6 +98,8 @@ class Method:
         dropout = cfg.get("dropout", 0.0)
         if not is_number(dropout) or not 0 <= dropout < 1:
             raise ConfigError(f"method.dropout must be in [0, 1), got {dropout!r}")
+        check_flags(cfg, "method", ("rslora", "allocate", "frozen", "save_projection", "train_all", "omega_clip"))
+        check_flags(sparsifier, "sparsifier", ("threshold_times_lr",))
         got = (sparsifier.get("name") if sparsifier is not None else None) or "none"
         if self.sparsifiers and got not in self.sparsifiers:
             raise ConfigError(f"method={cfg.name} needs " + " or ".join(f"sparsifier={s}" for s in self.sparsifiers)

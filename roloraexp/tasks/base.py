@@ -13,8 +13,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, is_int
+from ..errors import ConfigError, check_flags, is_int
 from .collate import bucket_width
+from .data_files import check_max_bad_rows
 
 log = logging.getLogger(__name__)
 # Token lengths and counts a task config may set: each a positive integer (or null: the default).
@@ -33,6 +34,10 @@ class Task:
             if v is not None and (not is_int(v) or v < 1):
                 raise ConfigError(f"task.{key} must be an integer >= 1 (or null), got {v!r}")
         self.cfg, self.data_dir, self.seed = cfg, data_dir, seed
+        check_flags(cfg, "task", ("train_from_dev",))
+        self.max_bad_rows = check_max_bad_rows(cfg.get("max_bad_rows"))
+        # Per split, what read() found: {file, rows (kept), skipped_rows}; results.json's ``data``.
+        self.data_report: dict[str, dict] = {}
         self.name = cfg.get("name", self.name)
         self.train_dataset: Dataset | None = None
         self.eval_datasets: dict[str, Dataset] = {}

@@ -7,6 +7,7 @@ Labels get the ids of HF's ``glue`` dataset, so both sources give the same data.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError, DataError
 from .base import Task, eval_batches
 from .collate import as_rows, pad_batch, pad_values
+from .data_files import DEFAULT_MAX_BAD_ROWS, BadRows, read_text
 from .metrics import GLUE_TASKS, glue_metrics
 
 log = logging.getLogger(__name__)
@@ -81,44 +83,53 @@ class TokenizedDataset(Dataset):
         return {k: v[i] for k, v in self.columns.items()}
 
 
-def read_tsv(path: Path, task: str) -> Rows:
-    """Read a canonical GLUE tsv. Rows with the wrong number of fields are skipped (with a warning),
-    as GLUE's own loaders do for QQP / MNLI; missing columns and bad labels are errors."""
+def read_tsv(path: Path, task: str, max_bad_rows: float = DEFAULT_MAX_BAD_ROWS) -> tuple[Rows, dict]:
+    """Read a canonical GLUE tsv → (rows, what results.json records of the file). Rows with the wrong
+    number of fields are skipped, as GLUE's own loaders do for QQP / MNLI, up to ``max_bad_rows`` of
+    the file (data_files.BadRows); missing columns and bad labels are errors."""
     spec = SPECS[task]
-    # utf-8-sig: MRPC's header starts with a BOM. QUOTE_NONE: quote characters are text here.
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = [r for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r]
+    text = read_text(path)  # MRPC's header starts with a BOM (dropped)
+    # QUOTE_NONE: quote characters are text here.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    numbered = [(reader.line_num, r) for r in reader if r]
     if isinstance(spec.text_a, int):  # CoLA: no header, fixed columns
         width, col = COLA_COLUMNS, {}
     else:
-        if not rows:
+        if not numbered:
             raise DataError(f"{path} is empty (expected a header row)")
-        header, rows = rows[0], rows[1:]
+        (_, header), numbered = numbered[0], numbered[1:]
         width, col = len(header), {name: i for i, name in enumerate(header)}
         wanted = [c for c in (spec.text_a, spec.text_b, spec.label) if c is not None]
         missing = [c for c in wanted if c not in col]
         if missing:
             raise DataError(f"{path}: missing columns {missing} for GLUE {task} (header has {header})")
-    good = [r for r in rows if len(r) == width]
-    if len(good) < len(rows):
-        log.warning("%s: skipped %d of %d rows with a number of fields other than %d",
-                    path, len(rows) - len(good), len(rows), width)
+    if not numbered:
+        raise DataError(f"{path}: no data rows")
+    bad = BadRows(path, rows=len(numbered), truncated=not text.endswith(("\n", "\r")))
+    good = []
+    for line, r in numbered:
+        if len(r) == width:
+            good.append((line, r))
+        else:
+            bad.skip(line)
     if not good:
         raise DataError(f"{path}: no rows with the expected {width} tab-separated fields")
+    report = bad.check(max_bad_rows, f"a number of fields other than {width}")
     at = lambda c: c if isinstance(c, int) else col[c]  # noqa: E731
     a, lab = at(spec.text_a), at(spec.label)
-    return Rows(text_a=[r[a] for r in good],
-                text_b=None if spec.text_b is None else [r[at(spec.text_b)] for r in good],
-                labels=[_parse_label(r[lab], spec, path, n) for n, r in enumerate(good)])
+    rows = Rows(text_a=[r[a] for _, r in good],
+                text_b=None if spec.text_b is None else [r[at(spec.text_b)] for _, r in good],
+                labels=[_parse_label(r[lab], spec, path, line) for line, r in good])
+    return rows, report
 
 
-def _parse_label(value: str, spec: Spec, path: Path, n: int):
+def _parse_label(value: str, spec: Spec, path: Path, line: int):
     value = value.strip()
     try:
         return float(value) if spec.labels is None else spec.labels[value]
     except (KeyError, ValueError):
         allowed = "a number" if spec.labels is None else sorted(spec.labels)
-        raise DataError(f"{path}: data row {n + 1}: label {value!r} is not {allowed}") from None
+        raise DataError(f"{path}: line {line}: label {value!r} is not {allowed}") from None
 
 
 def seeded_subset(rows: Rows, n: int | None, seed: int) -> Rows:
@@ -198,14 +209,18 @@ class GlueTask(Task):
             raise DataError(f"GLUE {self.name}: missing dev file {first}")
         if self.name == "mnli" and not dev_files["mismatched"].is_file():
             log.warning("GLUE mnli: %s is absent; evaluating on matched only", dev_files.pop("mismatched"))
-        evals = {k: read_tsv(p, self.name) for k, p in dev_files.items()}
+        evals = {k: self._read_file(k, p) for k, p in dev_files.items()}
         if self.cfg.get("train_from_dev", False):
             return self._split_dev(evals)
         train_file = d / "train.tsv"
         if not train_file.is_file():
             raise DataError(f"GLUE {self.name}: missing train file {train_file} "
                             "(task.train_from_dev=true splits the dev set into train/eval halves for a smoke test)")
-        return read_tsv(train_file, self.name), evals
+        return self._read_file("train", train_file), evals
+
+    def _read_file(self, split: str, path: Path) -> Rows:
+        rows, self.data_report[split] = read_tsv(path, self.name, self.max_bad_rows)
+        return rows
 
     def _split_dev(self, evals: dict[str, Rows]) -> tuple[Rows, dict[str, Rows]]:
         """Smoke tests only: the first dev split becomes disjoint seeded train/eval halves."""
@@ -236,9 +251,13 @@ class GlueTask(Task):
             return Rows(list(split[cols[0]]), list(split[cols[1]]) if len(cols) > 1 else None, list(split["label"]))
 
         evals = {k: rows(ds[s]) for k, s in splits.items()}
+        self.data_report = {k: {"file": f"{hub_name}/{self.name}:{s}", "rows": len(evals[k]), "skipped_rows": 0}
+                            for k, s in splits.items()}
         if self.cfg.get("train_from_dev", False):
             return self._split_dev(evals)
-        return rows(ds["train"]), evals
+        train = rows(ds["train"])
+        self.data_report["train"] = {"file": f"{hub_name}/{self.name}:train", "rows": len(train), "skipped_rows": 0}
+        return train, evals
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         # As DataCollatorWithPadding pads (on the tokenizer's side), without a tokenizer call per batch.

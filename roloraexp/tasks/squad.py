@@ -23,6 +23,7 @@ import torch
 from ..errors import ConfigError, DataError
 from .base import Task, eval_batches
 from .collate import as_rows, pad_batch, pad_values
+from .data_files import read_text
 from .squad_metric import evaluate_v1, evaluate_v2, is_v2
 from .squad_postprocess import postprocess_predictions, prepare_features
 
@@ -34,15 +35,18 @@ def read_squad_json(path: str | Path) -> tuple[list[dict], list[dict]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"SQuAD file not found: {path}")
+    text = read_text(path)  # a binary or non-UTF-8 file: one line naming it
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+        data = json.loads(text)["data"]
         examples = [
             {"id": qa["id"], "title": art.get("title", ""), "context": par["context"], "question": qa["question"],
              "answers": {"text": [a["text"] for a in qa["answers"]],
                          "answer_start": [int(a["answer_start"]) for a in qa["answers"]]}}
             for art in data for par in art["paragraphs"] for qa in par["qas"]
         ]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid json (line {e.lineno}, column {e.colno}: {e.msg}): cut short?") from e
+    except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{path} is not SQuAD-format json (data/paragraphs/qas/answers): {type(e).__name__}: {e}") from e
     return data, examples
 
@@ -129,6 +133,7 @@ class SquadTask(Task):
             where = Path(self.data_dir or ".") / cfg.get("local_dir", "")
             raise DataError(f"no SQuAD eval file: set task.eval_file (looked in {where} for {list(cfg.get('local_eval', []))})")
         eval_ex = read_squad_json(eval_path)[1] if local else self._hub(cfg.get("hub_eval_split", "validation"))
+        self.data_report["validation"] = self._report(eval_path, eval_ex)
         if cfg.get("train_from_dev", False):
             train_ex, eval_ex = split_by_article(eval_ex, float(cfg.get("dev_train_fraction", 0.5)), int(cfg.get("split_seed", 0)))
         else:
@@ -137,6 +142,7 @@ class SquadTask(Task):
                 raise DataError("no SQuAD train file found locally (only dev sets are shared): set task.train_file, "
                                 "or task.train_from_dev=true to train on part of the dev articles")
             train_ex = read_squad_json(train_path)[1] if local else self._hub(cfg.get("hub_train_split", "train"))
+            self.data_report["train"] = self._report(train_path, train_ex)
         if not self.v2 and any(not ex["answers"]["text"] for ex in train_ex):
             raise DataError("SQuAD v1 train data has questions without answers: use task=squad_v2")
         if cfg.get("max_train_samples"):
@@ -144,6 +150,10 @@ class SquadTask(Task):
         if cfg.get("max_eval_samples"):
             eval_ex = eval_ex[: int(cfg.max_eval_samples)]
         return train_ex, eval_ex
+
+    def _report(self, path: Path | None, examples: list[dict]) -> dict:
+        """results.json's record of a split: a SQuAD json is read whole (a damaged one stops the run)."""
+        return {"file": str(path) if path else self.cfg.get("hub_path", "hub"), "rows": len(examples), "skipped_rows": 0}
 
     def read(self) -> None:
         self._examples = self.read_examples()

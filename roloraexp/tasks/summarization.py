@@ -26,6 +26,7 @@ import torch
 from ..errors import DataError
 from .base import Task, eval_loader, gather
 from .collate import as_rows, pad_batch, pad_values
+from .data_files import DEFAULT_MAX_BAD_ROWS, BadRows, read_text
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 _SENT_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
@@ -64,30 +65,35 @@ def untag(line: str) -> str:
     return "\n".join(" ".join(p.split()) for p in parts if p.strip())
 
 
-def read_jsonl(path: Path, text_col: str, summary_col: str) -> list[dict]:
-    rows = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    r = json.loads(line)
-                    rows.append({"document": str(r[text_col]), "summary": str(r[summary_col])})
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} line {n}: expected json with {text_col!r} and {summary_col!r}: {type(e).__name__}: {e}") from e
-    return rows
+def read_jsonl(path: Path, text_col: str, summary_col: str, max_bad_rows: float = DEFAULT_MAX_BAD_ROWS) -> tuple[list[dict], dict]:
+    """(rows, what results.json records of the file) from a ``.jsonl``: a line that is not json with
+    both columns is skipped, up to ``max_bad_rows`` of the file (data_files.BadRows)."""
+    text = read_text(path)
+    rows, lines = [], [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    bad = BadRows(path, rows=len(lines), truncated=bool(text) and not text.endswith(("\n", "\r")))
+    for n, line in lines:
+        try:
+            r = json.loads(line)
+            rows.append({"document": str(r[text_col]), "summary": str(r[summary_col])})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            bad.skip(n)
+    return rows, bad.check(max_bad_rows, f"not json with {text_col!r} and {summary_col!r}")
 
 
-def read_text_pair(docs: Path, sums: Path | None) -> list[dict]:
+def read_text_pair(docs: Path, sums: Path | None) -> tuple[list[dict], dict]:
     if sums is None:
         raise DataError(f"{docs} is one document per line: also set the matching *_summary_file (one summary per line)")
     for p in (docs, sums):
         if not p.is_file():
             raise DataError(f"summarization file not found: {p}")
-    d = docs.read_text(encoding="utf-8").splitlines()
-    s = sums.read_text(encoding="utf-8").splitlines()
+    d, s = read_text(docs).splitlines(), read_text(sums).splitlines()
     if len(d) != len(s):
         raise DataError(f"{docs} has {len(d)} lines but {sums} has {len(s)}: they must pair line by line")
-    return [{"document": a.strip(), "summary": untag(b)} for a, b in zip(d, s)]
+    rows = [{"document": a.strip(), "summary": untag(b)} for a, b in zip(d, s)]
+    return rows, {"file": str(docs), "rows": len(rows), "skipped_rows": 0}
+
+
+ROLE = {"train": "train", "eval": "validation"}  # config prefix -> split name (eval_datasets, data_report)
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -113,6 +119,7 @@ class SummarizationTask(Task):
 
     # ------------------------------------------------------------------ data
     def _local(self, which: str) -> list[dict] | None:
+        """A split from local files (its record in ``data_report``), or None when none is configured."""
         cfg = self.cfg
         if cfg.get(f"{which}_file"):
             docs = self.data_path(cfg.get(f"{which}_file"))
@@ -126,10 +133,13 @@ class SummarizationTask(Task):
         if docs.suffix == ".jsonl":
             if not docs.is_file():
                 raise DataError(f"summarization file not found: {docs}")
-            return read_jsonl(docs, cfg.get("text_column", "document"), cfg.get("summary_column", "summary"))
-        return read_text_pair(docs, sums)
+            rows, self.data_report[ROLE[which]] = read_jsonl(docs, cfg.get("text_column", "document"),
+                                                       cfg.get("summary_column", "summary"), self.max_bad_rows)
+        else:
+            rows, self.data_report[ROLE[which]] = read_text_pair(docs, sums)
+        return rows
 
-    def _hub(self, split: str) -> list[dict]:
+    def _hub(self, which: str, split: str) -> list[dict]:
         path, name = self.cfg.get("hub_path"), self.cfg.get("hub_name")
         try:
             import datasets
@@ -138,16 +148,17 @@ class SummarizationTask(Task):
             raise DataError(f"cannot load {path!r} split {split!r} from the hub (offline with no local copy? "
                             f"set data_dir or train_file/eval_file): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
         tc, sc = self.cfg.get("text_column", "document"), self.cfg.get("summary_column", "summary")
+        self.data_report[ROLE[which]] = {"file": f"{path}:{split}", "rows": len(ds), "skipped_rows": 0}
         return [{"document": r[tc], "summary": r[sc]} for r in ds]
 
     def read_examples(self) -> tuple[list[dict], list[dict]]:
         """(train, eval) rows {document, summary}, after splitting and the max_*_samples caps."""
         cfg = self.cfg
         local = bool(self.data_dir or cfg.get("train_file") or cfg.get("eval_file"))
-        eval_rows = self._local("eval") if local else self._hub(cfg.get("hub_eval_split", "validation"))
+        eval_rows = self._local("eval") if local else self._hub("eval", cfg.get("hub_eval_split", "validation"))
         if eval_rows is None:
             raise DataError("no local summarization eval data: set task.eval_file (or local_eval in data_dir)")
-        train_rows = self._local("train") if local else self._hub(cfg.get("hub_train_split", "train"))
+        train_rows = self._local("train") if local else self._hub("train", cfg.get("hub_train_split", "train"))
         if train_rows is None:
             frac = cfg.get("train_fraction")
             if not frac:
