@@ -196,15 +196,20 @@ def test_malformed_tsv(tmp_path, tok, caplog):
     with pytest.raises(DataError, match=r"RTE/dev\.tsv: missing columns \['sentence2'\]"):
         make("rte", tmp_path).load(tok)
     write(tmp_path / "RTE" / "dev.tsv", good + "2\tE\tF\tmaybe\n")
-    with pytest.raises(DataError, match=r"dev\.tsv: data row 3: label 'maybe' is not"):
+    with pytest.raises(DataError, match=r"dev\.tsv: line 4: label 'maybe' is not"):
         make("rte", tmp_path).load(tok)
-    # rows with a wrong number of fields are skipped with a warning; quotes are plain text
+    # rows with a wrong number of fields are skipped with a warning and counted, up to task.max_bad_rows
+    # (1% by default: 1 of 3 stops the run, naming the file and line); quotes are plain text
     write(tmp_path / "RTE" / "dev.tsv", good + "2\tonly two\n")
-    task = make("rte", tmp_path)
+    with pytest.raises(DataError, match=r"dev\.tsv: 1 of 3 rows are damaged \(a number of fields other than 4; "
+                                        r"the first on line 4\), more than task.max_bad_rows=0.01"):
+        make("rte", tmp_path).load(tok)
+    task = make("rte", tmp_path, max_bad_rows=0.5)
     with caplog.at_level(logging.WARNING):
         task.load(tok)
     assert "skipped 1 of 3 rows" in caplog.text
     assert len(task.eval_datasets["dev"]) == 2
+    assert task.data_report["dev"] == {"file": str(tmp_path / "RTE" / "dev.tsv"), "rows": 2, "skipped_rows": 1}
     assert '"' in tok.decode(task.train_dataset[0]["input_ids"])
 
 

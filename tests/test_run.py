@@ -61,7 +61,8 @@ def test_results_schema_and_best_tracking(tmp_path):
     (["method.target_modules=[nope]"], "match no linear layer"),
     (["data_dir=/nonexistent"], "/nonexistent"),
     (["trainer.precision=fp8"], "trainer.precision must be fp32, fp16 or bf16"),
-    (["model=roberta_base", "model.name_or_path=/no/such/model"], "cannot load"),
+    (["model=roberta_base", "model.name_or_path=/no/such/model"], "the local folder does not exist"),
+    (["model=roberta_base", "model.name_or_path=no-such-org/no-such-model"], "cannot load"),
     (["model=roberta_base"], "offline with no local copy"),  # a hub id, with the hub out of reach
     (["data_dir=null"], "offline with no local copy"),
     (["method=rolora", "sparsifier=none"], "needs sparsifier=adalora or sparsifier=sora"),

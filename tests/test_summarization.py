@@ -72,7 +72,8 @@ def test_data_errors(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="not found"):
         SummarizationTask(task_cfg("xsum", eval_file=str(tmp_path / "none.jsonl"))).read_examples()
     (tmp_path / "bad.jsonl").write_text('{"text": "no summary field"}\n')
-    with pytest.raises(DataError, match="expected json"):
+    with pytest.raises(DataError, match=r"bad.jsonl: 1 of 1 rows are damaged \(not json with 'document' and 'summary'; "
+                                        r"the first on line 1\)"):
         SummarizationTask(task_cfg("xsum", eval_file=str(tmp_path / "bad.jsonl"), train_fraction=0.5)).read_examples()
     (tmp_path / "d.txt").write_text("a\nb\n")
     (tmp_path / "s.txt").write_text("a\n")
