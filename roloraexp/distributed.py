@@ -20,17 +20,15 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType
 
+from .config import check_section
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 def make_accelerator(trainer_cfg) -> Accelerator:
+    check_section(trainer_cfg, "trainer")  # precision and device among them (roloraexp/config.py)
     precision, device = trainer_cfg.precision, trainer_cfg.get("device", "auto")
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise ConfigError(f"trainer.precision must be fp32, fp16 or bf16, got {precision!r}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"trainer.device must be auto, cpu or cuda, got {device!r}")
     cuda = torch.cuda.is_available() and device != "cpu"
     if device == "cuda" and not cuda:
         raise ConfigError("trainer.device=cuda but no CUDA device is available")

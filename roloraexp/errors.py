@@ -19,11 +19,3 @@ def is_number(v) -> bool:
     """A finite real-valued setting (an int or a float; not a bool, not a string such as ``abc``, not
     nan or inf, which every range check would otherwise let through or turn into a silent no-op)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def check_flags(cfg, section: str, keys: tuple[str, ...]) -> None:
-    """On/off settings must be true or false: Python would take any string (``maybe``) as true."""
-    for key in keys:
-        v = cfg.get(key) if cfg is not None else None
-        if v is not None and not isinstance(v, bool):
-            raise ConfigError(f"{section}.{key} must be true or false, got {v!r}")

@@ -26,9 +26,8 @@ import torch
 from torch import nn
 from torch.nn.utils.stateless import _reparametrize_module
 
+from .config import AMP_MODES
 from .errors import ConfigError
-
-AMP_MODES = ("auto", "autocast", "cast")
 
 
 def cast_refused_by(model: nn.Module) -> str | None:

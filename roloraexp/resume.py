@@ -19,13 +19,14 @@ import torch
 from omegaconf import OmegaConf
 
 from .checkpoint import write_tmp
+from .config import not_identity
 from .errors import ConfigError
 
 FORMAT = 1
 CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.previous.pt"
-# Settings that do not change what a run computes: a resumed run may change them.
-IGNORED = ("trainer.resume", "trainer.checkpoint_every", "trainer.checkpoint_minutes", "trainer.save_adapters",
-           "trainer.num_workers", "task.max_bad_rows", "logger.", "data_dir", "hydra.", "table")
+# Settings that do not change what a run computes: a resumed run may change them (the schema's
+# identity=False settings, roloraexp/config.py, and these whole sections).
+IGNORED = (*not_identity(), "logger.", "data_dir", "hydra.", "table")
 
 
 def config_identity(cfg) -> dict[str, object]:

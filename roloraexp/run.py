@@ -15,7 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError, DataError, is_int
+from .errors import ConfigError, DataError
 from .folder_guard import FolderRefused, acquire, release, set_aside, took_over, unusable
 from .results import read_results, write_json_atomic
 
@@ -45,14 +45,15 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     from .distributed import export_slurm_env, make_accelerator
     from .methods import build_method
     from .methods.base import count_trainable
-    from .models import DTYPES, load_model, load_tokenizer, max_input_length, model_config
+    from .config import check as check_config
+    from .models import load_model, load_tokenizer, max_input_length, model_config
     from .preemption import Preempted
     from .provenance import provenance
     from .resume import load_checkpoint, remove_checkpoints, resolve_checkpoint
     from .tasks import build_task
     from .tasks.collate import resolve_buckets
     from .tracking import Tracker
-    from .train import NumericalFault, RunRecord, Trainer, check_trainer_config, phase_steps
+    from .train import NumericalFault, RunRecord, Trainer, phase_steps
 
     export_slurm_env()
     main_process = int(os.environ.get("RANK", "0")) == 0  # only one process of a data-parallel run writes
@@ -69,14 +70,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         if cfg.get("data_dir") and not Path(str(cfg.data_dir)).expanduser().is_absolute():
             # Recorded as an absolute path: results.json (export --check, the report) is read from anywhere.
             cfg.data_dir = str(Path(str(cfg.data_dir)).expanduser().resolve())
-        if not is_int(cfg.seed) or not 0 <= cfg.seed < 2**32:  # numpy's and accelerate's seed range
-            raise ConfigError(f"seed must be an integer in [0, 2**32 - 1], got {cfg.seed!r}")
-        check_trainer_config(cfg.trainer)
-        if cfg.model.get("dtype", "fp32") not in DTYPES:
-            raise ConfigError(f"model.dtype must be fp32, bf16 or fp16, got {cfg.model.dtype!r}")
-        if cfg.model.get("dtype", "fp32") != "fp32" and cfg.trainer.precision == "fp32":
-            raise ConfigError(f"model.dtype={cfg.model.dtype} loads the frozen weights in half precision, which "
-                              f"needs autocast: set trainer.precision=bf16 (or fp16 on CUDA)")
+        check_config(cfg)  # every setting's type and range (roloraexp/config.py): one line each
         done = completed_before(cfg, out)
         if done is not None:
             log.info("%s already holds a completed run of this config; nothing to do (trainer.resume=never runs it "

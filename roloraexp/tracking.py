@@ -9,7 +9,7 @@ below are theirs too:
   budget and what the ranks spend of it), and the layer × matrix-type heatmaps
   ``heatmaps/ranks`` / ``heatmaps/omega`` (``heatmaps.py``);
 - at the start: config ``dashboard.<table>.{row,cell}``, the paper-table cells the run fills
-  (``table_cells.py``); at the end (``summarize``): ``final/*``, ``best/*``, the cells' values
+  (``tables/query.py``); at the end (``summarize``): ``final/*``, ``best/*``, the cells' values
   ``table/<table>/<column>``, trainable parameters and peak GPU memory.
 
 (Named tracking.py, not logging.py as DESIGN.md sketched, so it never shadows the stdlib module.)"""
@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from .tables.query import CONFIG_KEY, cell_values, cells_of, config_entry, run_identity
 
 HEATMAPS = {"ranks": "heatmaps/ranks", "omega": "heatmaps/omega"}   # state key -> W&B image key
 LOGGER_DEFAULTS = Path(__file__).resolve().parents[1] / "conf" / "logger" / "offline.yaml"
@@ -59,11 +61,10 @@ class Tracker:
             return
         import wandb  # imported only when used: it is slow to import
 
-        from .table_cells import CONFIG_KEY, cells_of, config_entry, run_identity
-
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.cells = cells_of(run_identity(cfg))
-        config = {**OmegaConf.to_container(cfg, resolve=True), CONFIG_KEY: config_entry(self.cells)}
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        self.cells = cells_of(run_identity(resolved))
+        config = {**resolved, CONFIG_KEY: config_entry(self.cells)}
         try:
             self.run = wandb.init(
                 project=logger_cfg.get("project", "roloraexp"), entity=logger_cfg.get("entity"), mode=self.mode,
@@ -159,8 +160,6 @@ class Tracker:
         disconnect beside it)."""
         if self.run is None:
             return
-        from .table_cells import cell_values
-
         values = {"final/" + k: v for k, v in (result.get("metrics") or {}).items()}
         values.update({"best/" + k: v for k, v in (result.get("best_metrics") or {}).items()})
         values.update(cell_values(self.cells, result))

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from . import distributed as dist
 from .adapters import apply_remaps
 from .checkpoint import load_trainable_state, save_state, trainable_state
-from .errors import ConfigError, check_flags, is_int, is_number
+from .config import check_section
+from .errors import ConfigError
 from .lr_schedule import linear_warmup_decay
 from .methods.base import TrainContext, count_trainable
 from .methods.on_device import all_finite
@@ -72,52 +73,6 @@ def examples_and_tokens(batch: dict) -> tuple[int, int]:
     mask, ids = batch.get("attention_mask"), batch.get("input_ids")
     tokens = int(mask.sum()) if mask is not None else ids.numel() if ids is not None else 0
     return len(next(iter(batch.values()))), tokens
-
-
-def check_trainer_config(cfg) -> None:
-    """The loop's settings, checked before any data or model is read: a wrong type or range is one
-    line naming the key, not a TypeError from deep in the loop (or, for a log or checkpoint setting,
-    one after the first training steps)."""
-    check_flags(cfg, "trainer", ("group_by_length", "gradient_checkpointing", "save_adapters", "keep_checkpoint"))
-    for key in ("batch_size", "grad_accum", "eval_batch_size", "log_every"):
-        v = cfg.get(key)
-        if not is_int(v) or v < 1:
-            raise ConfigError(f"trainer.{key} must be an integer >= 1, got {v!r}")
-    for key in ("epochs", "max_steps", "eval_every"):
-        v = cfg.get(key)
-        if v is not None and (not is_int(v) or v < 0):
-            raise ConfigError(f"trainer.{key} must be an integer >= 0, got {v!r}")
-    for key in ("weight_decay", "max_grad_norm", "checkpoint_minutes"):
-        v = cfg.get(key)
-        if v is not None and (not is_number(v) or v < 0):
-            raise ConfigError(f"trainer.{key} must be a number >= 0, got {v!r}")
-    workers = cfg.get("num_workers", 0)
-    if workers != "auto" and (not is_int(workers) or workers < 0):
-        raise ConfigError(f"trainer.num_workers must be auto or an integer >= 0, got {workers!r}")
-    if cfg.get("compile", False) not in (True, False, "auto"):
-        raise ConfigError(f"trainer.compile must be auto, true or false, got {cfg.compile!r}")
-    if cfg.get("compile_mode", "default") not in COMPILE_MODES:
-        raise ConfigError(f"trainer.compile_mode must be one of {', '.join(COMPILE_MODES)}, got {cfg.compile_mode!r}")
-    if cfg.get("amp_mode", "auto") not in ("auto", "autocast", "cast"):
-        raise ConfigError(f"trainer.amp_mode must be auto, autocast or cast, got {cfg.amp_mode!r}")
-    if not is_number(cfg.lr) or not cfg.lr > 0:
-        raise ConfigError(f"trainer.lr must be a number > 0, got {cfg.lr!r}")
-    if not (cfg.max_steps and cfg.max_steps > 0) and not (cfg.epochs and cfg.epochs > 0):
-        raise ConfigError(f"the run has no steps: trainer.epochs={cfg.epochs} and trainer.max_steps={cfg.max_steps}; "
-                          f"set one of them above 0")
-    if not is_number(cfg.warmup_ratio) or not 0 <= cfg.warmup_ratio <= 1:
-        raise ConfigError(f"trainer.warmup_ratio must be in [0, 1], got {cfg.warmup_ratio!r} "
-                          f"(trainer.warmup_steps takes a number of steps)")
-    if cfg.get("warmup_steps") is not None and (not is_int(cfg.warmup_steps) or cfg.warmup_steps < 0):
-        raise ConfigError(f"trainer.warmup_steps must be an integer >= 0 (or null to use warmup_ratio), "
-                          f"got {cfg.warmup_steps!r}")
-    every = cfg.get("checkpoint_every")
-    if every is not None and (not is_int(every) or every < 0):
-        raise ConfigError(f"trainer.checkpoint_every must be null (every evaluation), 0 (never) or a number of "
-                          f"steps, got {every!r}")
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def compile_enabled(cfg, device: torch.device) -> bool:
@@ -186,7 +141,7 @@ class Trainer:
         self.model, self.task, self.method, self.cfg = model, task, method, cfg_trainer
         self.tracker, self.record, self.output_dir, self.seed = tracker, record, output_dir, seed
         self.accelerator, self.checkpoint, self.run_config = accelerator, checkpoint, run_config
-        check_trainer_config(cfg_trainer)
+        check_section(cfg_trainer, "trainer")
         self.model.to(self.accelerator.device)
         self.amp_mode = record.amp_mode = resolve_amp_mode(cfg_trainer.get("amp_mode", "auto"),
                                                            accelerator.mixed_precision, model,

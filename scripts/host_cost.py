@@ -324,8 +324,8 @@ def machine() -> dict:
 def print_counts(res: dict, top: int) -> None:
     counts = res["counts"]
     modes = [m for m in MODES if any(m in rows for rows in counts.values())]
-    print(f"\nOps dispatched per training step (forward + backward + optimizer + hooks; _to_copy in brackets; "
-          f"cast tensors = fp32 masters cast per forward)")
+    print("\nOps dispatched per training step (forward + backward + optimizer + hooks; _to_copy in brackets; "
+          "cast tensors = fp32 masters cast per forward)")
     print(f"{'variant':9}" + "".join(f"{m:>22}" for m in modes) + f"{'cast tensors':>14}{'cast - fp32':>13}")
     for v, rows in counts.items():
         cells = "".join(f"{rows[m]['total']:>14,} [{rows[m]['to_copy']:>4}]" for m in modes)

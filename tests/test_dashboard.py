@@ -8,12 +8,13 @@ import re
 import pytest
 
 from conftest import smoke
-from roloraexp import dashboard, table_cells
-from roloraexp.report import Run, fill
+import roloraexp.tables
+from roloraexp.reporting import dashboard
+from roloraexp.reporting.aggregate import fill
 from roloraexp.run import run
-from roloraexp.table_cells import cells_of, metric_key
 from roloraexp.tables import TABLES
 from roloraexp.tables.columns import PARAMS_COL, glue_col
+from roloraexp.tables.query import Run, cells_of, metric_key
 from roloraexp.tables.spec import AVG, Row, Table
 from roloraexp.tracking import HEATMAPS
 from test_tracking import WEIGHTLORA, fake_wandb  # noqa: F401  (fixture)
@@ -80,7 +81,7 @@ def test_dry_run_of_one_table_to_stdout(capsys):
 
 
 def test_a_run_writes_every_key_its_dashboard_reads(tmp_path, monkeypatch, fake_wandb):  # noqa: F811
-    monkeypatch.setattr(table_cells, "TABLES", {TINY.id: TINY})
+    monkeypatch.setattr(roloraexp.tables, "TABLES", {TINY.id: TINY})
     res = run(smoke("logger=offline", "table=tiny-table", *WEIGHTLORA), tmp_path)
     assert res["status"] == "completed", res.get("error")
     fake = fake_wandb[0]
@@ -173,7 +174,7 @@ def test_report_upload_lands_where_the_dashboard_looks(tmp_path, monkeypatch, fa
     dashboard filters on; a fixed id, so a second upload updates that run."""
     import pandas as pd
 
-    from roloraexp.report import upload_wandb
+    from roloraexp.reporting.wandb_upload import upload_wandb
 
     fig = tmp_path / "rolora-table4_ranks_rolora_rte.png"
     fig.write_bytes(_png())

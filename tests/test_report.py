@@ -11,7 +11,8 @@ import types
 import pandas as pd
 import pytest
 
-from roloraexp import figures, report
+from roloraexp import heatmaps
+from roloraexp.reporting import aggregate, figures, report
 from roloraexp.tables import TABLES
 
 
@@ -118,8 +119,8 @@ def test_metric_missing_from_a_completed_run_is_a_failed_seed(tmp_path):
     root = tmp_path / "runs"
     write_run(root, "a", seed=1, value=0.9)
     write_run(root, "b", seed=2, value=0.8, metric="f1")  # no "accuracy" in best_metrics
-    runs, skipped = report.load_runs([root])
-    df, failed = report.summarize(TABLES["rolora-table1"], report.fill(TABLES["rolora-table1"], runs), 5, False)
+    runs, skipped = aggregate.load_runs([root])
+    df, failed = aggregate.summarize(TABLES["rolora-table1"], aggregate.fill(TABLES["rolora-table1"], runs), 5, False)
     c = cell(df, "lora", "mrpc")
     assert (c["n"], c["n_failed"], c["mean"]) == (1, 1, pytest.approx(90.0)) and math.isnan(c["std"])
     assert failed[0][2] == 2 and "no numeric 'accuracy' in best_metrics" in failed[0][4]
@@ -131,18 +132,18 @@ def test_filters_and_table_tags(tmp_path):
     write_run(root, "r4_other_table", seed=2, value=0.1, rank=4, table="rolora-table3")
     write_run(root, "r4_untagged", seed=3, value=0.1, rank=4, table=None)
     write_run(root, "deberta", seed=4, value=0.1, model="deberta_v3_base")
-    runs, _ = report.load_runs([root])
-    filled = report.fill(TABLES["rolora-table1"], runs)
+    runs, _ = aggregate.load_runs([root])
+    filled = aggregate.fill(TABLES["rolora-table1"], runs)
     assert [r.data["seed"] for r in filled.cells[("lora", "mrpc")]] == [1]
     assert [r.data["seed"] for r in filled.unmatched] == [3]  # rank 4 fits no column of table 1
-    t3 = report.fill(TABLES["rolora-table3"], runs)
+    t3 = aggregate.fill(TABLES["rolora-table3"], runs)
     assert [r.data["seed"] for r in t3.cells[("lora", "r4_mrpc")]] == [2, 3]
-    assert [r.data["seed"] for r in report.fill(TABLES["rolora-table1"], runs, model="deberta_v3_base")
+    assert [r.data["seed"] for r in aggregate.fill(TABLES["rolora-table1"], runs, model="deberta_v3_base")
             .cells[("lora", "mrpc")]] == [4]
     # "a|b" paths: an AdaLoRA run that names its target rank separately counts at R = 8.
     write_run(root, "ada", method="adalora", seed=5, rank=12, config={"method": {"rank": 12, "target_rank": 8}})
-    runs, _ = report.load_runs([root])
-    assert ("adalora", "mrpc") in report.fill(TABLES["rolora-table1"], runs).cells
+    runs, _ = aggregate.load_runs([root])
+    assert ("adalora", "mrpc") in aggregate.fill(TABLES["rolora-table1"], runs).cells
 
 
 def test_weightlora_scale_avg_params_and_figures(tmp_path):
@@ -205,12 +206,12 @@ def test_weightlora_table1_adalora_as_run_row(tmp_path):
                                         ("older", 2, 0.87, None)):
         method = {"name": "adalora", "rank": 8, **({} if allocate is None else {"allocate": allocate})}
         write_run(root, name, seed=seed, value=value, config={"method": method}, **common)
-    runs, _ = report.load_runs([root])
+    runs, _ = aggregate.load_runs([root])
     table = TABLES["weightlora-table1"]
-    filled = report.fill(table, runs)
+    filled = aggregate.fill(table, runs)
     assert [r.path.parent.name for r in filled.cells[("adalora_as_run", "mnli")]] == ["as_run"]
     assert sorted(r.path.parent.name for r in filled.cells[("adalora", "mnli")]) == ["allocating", "older"]
-    df, _ = report.summarize(table, filled, 5, False)
+    df, _ = aggregate.summarize(table, filled, 5, False)
     as_run, ada = cell(df, "adalora_as_run", "mnli"), cell(df, "adalora", "mnli")
     assert as_run["mean"] == pytest.approx(80.0) and ada["mean"] == pytest.approx(86.0)
     assert as_run["published"] == ada["published"] == pytest.approx(83.90)
@@ -241,8 +242,8 @@ def test_a_row_reads_one_rank_of_a_run_and_extra_rows_have_no_paper_value(tmp_pa
     write_run(root, "lora2", task="rte", rank=2, value=0.62, table="demo-dylora")
     write_run(root, "dylora", task="rte", method="dylora", rank=2, value=0.99, table="demo-dylora",
               metrics_by_rank={"1": {"accuracy": 0.71}, "2": {"accuracy": 0.72}})
-    runs, _ = report.load_runs([root])
-    df, failed = report.summarize(table, report.fill(table, runs), 1, False, published_dir=tmp_path)
+    runs, _ = aggregate.load_runs([root])
+    df, failed = aggregate.summarize(table, aggregate.fill(table, runs), 1, False, published_dir=tmp_path)
     means = {r: cell(df, r, "rte")["mean"] for r in ("r1_lora", "r2_lora", "r1_dylora", "r2_dylora", "extra_lora")}
     assert means == pytest.approx({"r1_lora": 61.0, "r2_lora": 62.0, "r1_dylora": 71.0, "r2_dylora": 72.0,
                                    "extra_lora": 62.0})
@@ -298,7 +299,7 @@ UNREADABLE = {("rolora-table1", "stsb")}  # see results/published/README.md
 @pytest.mark.parametrize("table_id", sorted(TABLES))
 def test_every_published_file_loads_in_the_declarations_order(table_id):
     table = TABLES[table_id]
-    pub = report.load_published(table)
+    pub = aggregate.load_published(table)
     published = [k for k in dict.fromkeys(r.published or r.key for r in table.rows if not r.extra)]
     assert [r for r in pub.index if r in published] == published
     assert table_id in SHAPES or table_id.startswith("slides-")  # slides: tests/test_slides2_tables.py
@@ -306,20 +307,20 @@ def test_every_published_file_loads_in_the_declarations_order(table_id):
 
 def test_a_published_file_with_a_row_the_declaration_lacks_is_refused(tmp_path):
     table = TABLES["rolora-table1"]
-    df = pd.read_csv(report.PUBLISHED_DIR / table.published, dtype={"row": str})
+    df = pd.read_csv(aggregate.PUBLISHED_DIR / table.published, dtype={"row": str})
     df = pd.concat([df, df.iloc[[0]].assign(row="stray")])
     df.to_csv(tmp_path / table.published, index=False)
     with pytest.raises(ValueError, match="do not match the declaration"):
-        report.load_published(table, tmp_path)
+        aggregate.load_published(table, tmp_path)
     df.iloc[:-2].to_csv(tmp_path / table.published, index=False)  # a published row missing
     with pytest.raises(ValueError, match="do not match the declaration"):
-        report.load_published(table, tmp_path)
+        aggregate.load_published(table, tmp_path)
 
 
 @pytest.mark.parametrize("table_id", sorted(SHAPES))
 def test_published_file_parses_and_has_the_papers_shape(table_id):
     table = TABLES[table_id]
-    pub = report.load_published(table)  # raises if rows/columns disagree with the spec
+    pub = aggregate.load_published(table)  # raises if rows/columns disagree with the spec
     assert (len(pub), len(table.cols)) == SHAPES[table_id]
     for col in table.cols:
         if col.metric == "trainable_params":
@@ -337,15 +338,15 @@ def test_published_file_parses_and_has_the_papers_shape(table_id):
 
 
 def test_published_values_spot_checks_and_repeats():
-    t1 = report.load_published(TABLES["rolora-table1"])
+    t1 = aggregate.load_published(TABLES["rolora-table1"])
     assert (t1.loc["lora", "mrpc"], t1.loc["lora", "mrpc_std"], t1.loc["rolora", "cola_std"]) == (89.90, 0.73, 1.20)
-    assert report.load_published(TABLES["weightlora-table3"]).loc["r8_wlora_plus", "stsb"] == 0.9854
+    assert aggregate.load_published(TABLES["weightlora-table3"]).loc["r8_wlora_plus", "stsb"] == 0.9854
     # Rows the papers print twice must agree: ROLoRA Table 5 ⊂ Table 1, WeightLoRA Table 6 ⊃ Table 1's WLoRA.
-    t5 = report.load_published(TABLES["rolora-table5"])
+    t5 = aggregate.load_published(TABLES["rolora-table5"])
     for row5, row1 in (("lora", "lora"), ("lora_iter", "lora_iter"), ("rolora_adalora", "rolora")):
         for c in ("mrpc", "rte", "cola", "sst2", "mrpc_std", "sst2_std"):
             assert t5.loc[row5, c] == t1.loc[row1, c]
-    wl1, wl6 = (report.load_published(TABLES[t]) for t in ("weightlora-table1", "weightlora-table6"))
+    wl1, wl6 = (aggregate.load_published(TABLES[t]) for t in ("weightlora-table1", "weightlora-table6"))
     for k in (1, 5, 10):
         assert (wl6.loc[f"k{k}_wlora", wl6.columns[1:]] == wl1.loc[f"wlora_k{k}", wl6.columns[1:]]).all()
 
@@ -362,7 +363,7 @@ def test_published_values_spot_checks_and_repeats():
     ("classifier.dense", ("", -1, "dense")),
 ])
 def test_parse_adapter_name(name, expected):
-    assert figures.parse_adapter_name(name) == expected
+    assert heatmaps.parse_adapter_name(name) == expected
 
 
 def _is_png(path):

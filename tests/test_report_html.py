@@ -5,7 +5,7 @@ import base64
 import json
 from html.parser import HTMLParser
 
-from roloraexp import report
+from roloraexp.reporting import report
 from roloraexp.tables import TABLES
 
 NAMES = [f"deberta.encoder.layer.{i}.attention.self.{m}_proj" for i in range(2) for m in ("query", "key", "value")]

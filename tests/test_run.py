@@ -68,7 +68,7 @@ def test_results_schema_and_best_tracking(tmp_path):
     (["method=rolora", "sparsifier=none"], "needs sparsifier=adalora or sparsifier=sora"),
     (["method=lora", "sparsifier=adalora"], "takes no sparsifier"),
     # wrong types and ranges: one line naming the key, before any data or model is read
-    (["trainer.max_steps=abc"], "trainer.max_steps must be an integer >= 0, got 'abc'"),
+    (["trainer.max_steps=abc"], "trainer.max_steps must be an integer >= 0 (or null), got 'abc'"),
     (["trainer.log_every=0"], "trainer.log_every must be an integer >= 1"),
     (["trainer.weight_decay=abc"], "trainer.weight_decay must be a number >= 0"),
     (["trainer.warmup_ratio=abc"], "trainer.warmup_ratio must be in [0, 1]"),

@@ -11,7 +11,7 @@ from roloraexp.checkpoint import load_trainable_state, trainable_state
 from roloraexp.errors import ConfigError
 from roloraexp.models import TINY_CONFIGS, load_tokenizer
 from roloraexp.run import run
-from slides_helpers import HEADS, TARGETS, batch, method_cfg, prepared, randomize_, tiny_model
+from slides_helpers import HEADS, TARGETS, batch, prepared, randomize_, tiny_model
 
 ADAPTER_METHODS = ("vera", "dora", "dvora")
 SMALL = {"vera": dict(rank=16), "dvora": dict(rank=16), "dora": dict(rank=4)}

@@ -4,7 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from conftest import DATA, compose_config
-from roloraexp import figures
+from roloraexp.reporting import figures
 from roloraexp.run import run
 
 Q0, V0 = "roberta.encoder.layer.0.attention.self.query", "roberta.encoder.layer.0.attention.self.value"

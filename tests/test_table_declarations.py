@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conftest import REPO
-from roloraexp import report
-from roloraexp.tables import TABLES
+from roloraexp.reporting import aggregate
+from roloraexp.tables import TABLES, query
 from roloraexp.tables.spec import Col, Row, Setting, Table
 
 ENV = dict(os.environ, WANDB_MODE="disabled")
@@ -75,9 +75,9 @@ def test_budget_columns_let_each_row_realise_a_setting_its_own_way():
     assert table.setting(table.rows[2], table.cols[1]) is None
     run = {"status": "completed", "task": "squad_v2", "method": "adalora", "model": "deberta_v3_base", "seed": 1,
            "config": {"method": {"rank": 1}}, "metrics": {}, "best_metrics": {}}
-    assert set(report.fill(table, [report.Run(REPO / "r.json", 0.0, run)]).cells) == {("adalora", "squad_v2_0.08%")}
+    assert set(aggregate.fill(table, [query.Run(REPO / "r.json", 0.0, run)]).cells) == {("adalora", "squad_v2_0.08%")}
     lora = {**run, "method": "lora"}
-    assert set(report.fill(table, [report.Run(REPO / "r.json", 0.0, lora)]).cells) == {
+    assert set(aggregate.fill(table, [query.Run(REPO / "r.json", 0.0, lora)]).cells) == {
         ("lora", "squad_v2_0.08%"), ("lora_small", "squad_v2_0.08%")}
 
 

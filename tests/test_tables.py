@@ -17,8 +17,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import DATA, REPO, compose_config
-from roloraexp import report
-from roloraexp.tables import TABLES as DECLARED, sweep
+from roloraexp.reporting import aggregate
+from roloraexp.tables import TABLES as DECLARED, query, sweep
 
 
 def _load(name: str):
@@ -102,7 +102,7 @@ def _lands_in_the_cells_that_asked_for_it(table, c, cfg):
     config["method"].update({k.split(".")[1]: int(c.swept[k]) for k in ("method.rank", "method.k") if k in c.swept})
     data = {"status": "completed", "task": c.task, "method": cfg.method.name, "model": cfg.model.name, "seed": 1,
             "table": c.folder, "config": config, "metrics": {}, "best_metrics": {}}
-    got = set(report.fill(table, [report.Run(Path("results.json"), 0.0, data)]).cells)
+    got = set(aggregate.fill(table, [query.Run(Path("results.json"), 0.0, data)]).cells)
     here = (c.folder, c.row.run_key, c.task, c.swept.get("method.rank"), c.swept.get("method.k"))
     def run_of(row, s, col):
         return (row.source or table.id, row.run_key, col.task, *(None if v is None else str(v) for v in (s.rank, s.k)))

@@ -105,7 +105,6 @@ def test_bf16_autocast_holds_frozen_weights_in_bf16_and_trains_fp32_masters(tmp_
 
 def test_gradient_checkpointing_gives_adapters_the_same_gradients(tmp_path):
     """Adapters inside checkpointed blocks still get gradients, and the same ones."""
-    from conftest import compose_config
     from roloraexp.methods import build_method
     from roloraexp.models import load_model
     from roloraexp.tasks import build_task

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from ..adapters import ComponentAdamW, LowRankLinear, Remap, inject_adapters
-from ..errors import ConfigError, check_flags, is_int, is_number
+from ..config import check_section
+from ..errors import ConfigError, is_int
 
 
 @dataclass
@@ -92,14 +93,8 @@ class Method:
         rank = cfg.get("rank", 1)
         if self.uses_rank and (not is_int(rank) or rank <= 0):
             raise ConfigError(f"method.rank must be a positive integer, got {rank!r}")
-        alpha = cfg.get("alpha")
-        if alpha is not None and (not is_number(alpha) or alpha <= 0):
-            raise ConfigError(f"method.alpha must be a number > 0, got {alpha!r}")
-        dropout = cfg.get("dropout", 0.0)
-        if not is_number(dropout) or not 0 <= dropout < 1:
-            raise ConfigError(f"method.dropout must be in [0, 1), got {dropout!r}")
-        check_flags(cfg, "method", ("rslora", "allocate", "frozen", "save_projection", "train_all", "omega_clip"))
-        check_flags(sparsifier, "sparsifier", ("threshold_times_lr",))
+        check_section(cfg, "method")  # the base settings' types and ranges (roloraexp/config.py)
+        check_section(sparsifier, "sparsifier")
         got = (sparsifier.get("name") if sparsifier is not None else None) or "none"
         if self.sparsifiers and got not in self.sparsifiers:
             raise ConfigError(f"method={cfg.name} needs " + " or ".join(f"sparsifier={s}" for s in self.sparsifiers)

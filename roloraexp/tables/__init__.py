@@ -15,7 +15,7 @@ import pkgutil
 
 from .spec import Table
 
-_NOT_DECLARATIONS = {"cli", "columns", "cost", "spec", "sweep"}
+_NOT_DECLARATIONS = {"cli", "columns", "cost", "describe", "query", "spec", "sweep"}
 
 
 def _collect() -> dict[str, Table]:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .. import folder_guard, sweep_summary
 from . import TABLES
-from .cli import describe
+from .describe import describe
 from .spec import Row
 
 # A run folder's checkpoints (the names of roloraexp.resume, which imports torch: the sweep stays light).

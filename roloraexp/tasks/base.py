@@ -13,14 +13,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, check_flags, is_int
+from ..config import check_section
 from .collate import bucket_width
-from .data_files import check_max_bad_rows
+from .data_files import DEFAULT_MAX_BAD_ROWS
 
 log = logging.getLogger(__name__)
-# Token lengths and counts a task config may set: each a positive integer (or null: the default).
-POSITIVE_INTS = ("max_seq_length", "max_source_length", "max_target_length", "gen_max_length", "num_beams",
-                 "doc_stride", "n_best", "max_answer_length")
 
 
 class Task:
@@ -29,13 +26,9 @@ class Task:
     main_metric: str = "accuracy"
 
     def __init__(self, cfg, data_dir: str | None = None, seed: int = 0):
-        for key in POSITIVE_INTS:  # checked before any data is read, one line each
-            v = cfg.get(key)
-            if v is not None and (not is_int(v) or v < 1):
-                raise ConfigError(f"task.{key} must be an integer >= 1 (or null), got {v!r}")
+        check_section(cfg, "task")  # roloraexp/config.py: before any data is read, one line each
         self.cfg, self.data_dir, self.seed = cfg, data_dir, seed
-        check_flags(cfg, "task", ("train_from_dev",))
-        self.max_bad_rows = check_max_bad_rows(cfg.get("max_bad_rows"))
+        self.max_bad_rows = float(cfg.get("max_bad_rows") if cfg.get("max_bad_rows") is not None else DEFAULT_MAX_BAD_ROWS)
         # Per split, what read() found: {file, rows (kept), skipped_rows}; results.json's ``data``.
         self.data_report: dict[str, dict] = {}
         self.name = cfg.get("name", self.name)

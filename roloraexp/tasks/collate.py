@@ -48,19 +48,25 @@ def length_buckets(max_len: int, smallest: int = 16) -> list[int]:
     return out + [max_len]
 
 
-def resolve_buckets(setting, max_len: int) -> list[int] | None:
-    """A ``pad_buckets`` setting (None | "auto" | a list of positive ints) as ``Task.pad_buckets``
-    takes it: None, or a sorted list without repeats."""
-    if setting is None:
-        return None
-    if setting == "auto":
-        return length_buckets(max_len)
+def check_buckets(setting) -> None:
+    """``trainer.pad_buckets`` is None, "auto" or a non-empty list of positive ints (config.check
+    calls this before any data is read)."""
+    if setting is None or setting == "auto":
+        return
     if isinstance(setting, str) or not hasattr(setting, "__iter__"):
         raise ConfigError(f"trainer.pad_buckets must be null, auto or a list of positive integers, got {setting!r}")
     values = list(setting)
     if not values or any(not is_int(v) or v < 1 for v in values):
         raise ConfigError(f"trainer.pad_buckets must be null, auto or a list of positive integers, got {values!r}")
-    return sorted(set(values))
+
+
+def resolve_buckets(setting, max_len: int) -> list[int] | None:
+    """A ``pad_buckets`` setting (None | "auto" | a list of positive ints) as ``Task.pad_buckets``
+    takes it: None, or a sorted list without repeats."""
+    check_buckets(setting)
+    if setting is None:
+        return None
+    return length_buckets(max_len) if setting == "auto" else sorted(set(setting))
 
 
 def bucket_width(longest: int, buckets: Sequence[int] | None) -> int:

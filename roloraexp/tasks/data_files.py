@@ -12,19 +12,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, DataError, is_number
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_BAD_ROWS = 0.01
-
-
-def check_max_bad_rows(value) -> float:
-    """``task.max_bad_rows``: a fraction of a split, in [0, 1] (null: the default, 1%)."""
-    if value is None:
-        return DEFAULT_MAX_BAD_ROWS
-    if not is_number(value) or not 0 <= value <= 1:
-        raise ConfigError(f"task.max_bad_rows must be a fraction of a split's rows in [0, 1], got {value!r}")
-    return float(value)
 
 
 def read_text(path: str | Path) -> str:

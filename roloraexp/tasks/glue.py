@@ -147,10 +147,6 @@ class GlueTask(Task):
         super().__init__(cfg, data_dir, seed)
         if self.name not in SPECS:
             raise ConfigError(f"unknown GLUE task {self.name!r}; one of {', '.join(GLUE_TASKS)}")
-        for key in ("max_train_samples", "max_eval_samples"):
-            n = cfg.get(key)
-            if n is not None and (not isinstance(n, int) or n < 1):
-                raise ConfigError(f"task.{key}={n!r}: must be a positive integer or null")
         self.spec = SPECS[self.name]
         self.main_metric = self.spec.main_metric
         self.is_regression = self.name == "stsb"

@@ -1,6 +1,6 @@
 """One self-contained HTML page per table (``python -m roloraexp.report ... --html``).
 
-Built from what the Markdown and LaTeX tables are built from (``report.cell_parts``, ``legend``,
+Built from what the Markdown and LaTeX tables are built from (``content.cell_parts``, ``legend``,
 ``sections``): the table with the paper's number and Δ under each cell, the legend, the lists of
 problems and the provenance, and the table's figures embedded as base64 PNG. No script, no external
 file, font or stylesheet: the page reads the same offline, mailed, or years later.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import MARK, cell_parts, legend, sections
-from .tables.spec import MEAN_RANK, PARAMS
+from ..tables.spec import MEAN_RANK, PARAMS
+from .content import MARK, cell_parts, legend, sections
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f; margin: 2em auto;
