@@ -105,7 +105,7 @@ class TrainerConfig:
     compile: Any = setting("auto", Rule("choice", choices=("auto", True, False)))
     compile_backend: str = setting("inductor", Rule("any"))
     compile_mode: str = setting("default", Rule("choice", choices=COMPILE_MODES))
-    pad_buckets: Any = setting(None, Rule("any"))  # null | auto | [widths]: tasks/collate.check_buckets
+    pad_buckets: Any = setting(None, Rule("any"))  # null | auto | [widths]: check_buckets below
     device: str = setting("auto", Rule("choice", choices=("auto", "cpu", "cuda")))
     eval_every: int = setting(0, Rule("int", low=0, nullable=True))
     log_every: int = setting(10, INT_GE1)
@@ -196,12 +196,22 @@ def check(cfg) -> None:
     if not (t.max_steps and t.max_steps > 0) and not (t.epochs and t.epochs > 0):
         raise ConfigError(f"the run has no steps: trainer.epochs={t.epochs} and trainer.max_steps={t.max_steps}; "
                           f"set one of them above 0")
-    from .tasks.collate import check_buckets
-
     check_buckets(t.get("pad_buckets"))
     if cfg.model.get("dtype", "fp32") != "fp32" and t.precision == "fp32":
         raise ConfigError(f"model.dtype={cfg.model.dtype} loads the frozen weights in half precision, which "
                           f"needs autocast: set trainer.precision=bf16 (or fp16 on CUDA)")
+
+
+def check_buckets(setting) -> None:
+    """``trainer.pad_buckets`` is None, "auto" or a non-empty list of positive ints (``check`` and
+    tasks/collate.resolve_buckets)."""
+    if setting is None or setting == "auto":
+        return
+    if isinstance(setting, str) or not hasattr(setting, "__iter__"):
+        raise ConfigError(f"trainer.pad_buckets must be null, auto or a list of positive integers, got {setting!r}")
+    values = list(setting)
+    if not values or any(not is_int(v) or v < 1 for v in values):
+        raise ConfigError(f"trainer.pad_buckets must be null, auto or a list of positive integers, got {values!r}")
 
 
 def not_identity() -> tuple[str, ...]:

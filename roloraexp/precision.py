@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils.stateless import _reparametrize_module
 
-from .config import AMP_MODES
+from .config import check_section
 from .errors import ConfigError
 
 
@@ -42,8 +42,7 @@ def resolve_amp_mode(requested: str, mixed_precision: str, model: nn.Module, che
     """``none`` (fp32), ``autocast`` or ``cast`` for a run with accelerate's ``mixed_precision``.
     Gradient checkpointing recomputes the forward in the backward pass, after the cast weights are
     gone: such a run keeps autocast."""
-    if requested not in AMP_MODES:
-        raise ConfigError(f"trainer.amp_mode must be one of {', '.join(AMP_MODES)}, got {requested!r}")
+    check_section({"amp_mode": requested}, "trainer")  # the schema's rule and message (direct callers)
     if mixed_precision not in ("bf16", "fp16"):
         return "none"
     refused = cast_refused_by(model) or ("gradient checkpointing" if checkpointing else None)

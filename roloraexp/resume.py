@@ -31,18 +31,18 @@ IGNORED = (*not_identity(), "logger.", "data_dir", "hydra.", "table")
 
 def config_identity(cfg) -> dict[str, object]:
     """The resolved config as flat ``dotted.key -> value``, without the settings in IGNORED."""
-    flat: dict[str, object] = {}
-
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
-        else:
-            flat[prefix[:-1]] = node
-
     container = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
-    walk(container, "")
-    return {k: v for k, v in flat.items() if not any(k == i or k.startswith(i) for i in IGNORED)}
+    return {k: v for k, v in flatten(container).items() if not any(k == i or k.startswith(i) for i in IGNORED)}
+
+
+def flatten(node, prefix: str = "") -> dict[str, object]:
+    """A nested dict as ``dotted.key -> leaf value``."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    flat: dict[str, object] = {}
+    for k, v in node.items():
+        flat.update(flatten(v, f"{prefix}{k}."))
+    return flat
 
 
 def resolve_checkpoint(trainer_cfg, output_dir: Path | None) -> Path | None:

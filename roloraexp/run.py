@@ -123,16 +123,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     except KeyboardInterrupt:
         result.update(status="failed", error="interrupted")
         raise
-    except OSError as e:
-        if e.errno not in DISK_ERRORS:
+    except Exception as e:  # keep the multirun going; the traceback goes to the run's log
+        if isinstance(e, OSError) and e.errno in DISK_ERRORS:  # the disk, not the code: one line naming the file
+            result.update(status="failed", error=f"cannot write {e.filename or out}: {e.strerror} (free space or "
+                                                 f"use another hydra.run.dir; the run resumes from its checkpoint)")
+        else:
             result.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
             log.error("run failed:\n%s", traceback.format_exc())
-        else:  # the folder's disk, not the code: one line naming the file (the checkpoint before it stays)
-            result.update(status="failed", error=f"cannot write {e.filename or out}: {e.strerror} "
-                                                 f"(free space or use another hydra.run.dir; the run resumes from its checkpoint)")
-    except Exception as e:  # keep the multirun going; the traceback goes to the run's log
-        result.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
-        log.error("run failed:\n%s", traceback.format_exc())
     finally:
         if result["status"] != "refused" and (result["status"] != "running" or method is not None):
             state = method.state() if method is not None else {}

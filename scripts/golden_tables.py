@@ -23,21 +23,13 @@ DROPPED = ("hydra", "data_dir")
 RUNS = "golden-runs-never-written"  # a folder that does not exist: every cell is new
 
 
-def flat(node, prefix="") -> dict:
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            out.update(flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 def cell_configs() -> dict:
     """{"cells": {table: {cell folder: config id}}, "configs": {config id: flat resolved config}}."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     sys.path.insert(0, str(REPO))
+    from roloraexp.resume import flatten
     from roloraexp.tables import TABLES
     from roloraexp.tables.sweep import is_task_override, parse_args, plan
 
@@ -49,7 +41,7 @@ def cell_configs() -> dict:
             for cell in plan(table, parse_args([table, "--runs", RUNS, "--seeds", "1"])):
                 overrides = [o for o in cell.overrides if is_task_override(o)]
                 cfg = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
-                config = flat({k: v for k, v in cfg.items() if k not in DROPPED})
+                config = flatten({k: v for k, v in cfg.items() if k not in DROPPED})
                 key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
                 configs[key] = config
                 cells[table][str(cell.dir.relative_to(RUNS))] = key

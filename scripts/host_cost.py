@@ -315,8 +315,8 @@ def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    except (OSError, StopIteration):  # no /proc/cpuinfo (macOS) or no model line: platform's name stays
+        cpu = cpu or "unknown"
     return {"cpu": cpu, "nproc": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "date": datetime.date.today().isoformat(), "load_average": [round(x, 2) for x in os.getloadavg()]}
 

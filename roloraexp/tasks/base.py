@@ -28,7 +28,8 @@ class Task:
     def __init__(self, cfg, data_dir: str | None = None, seed: int = 0):
         check_section(cfg, "task")  # roloraexp/config.py: before any data is read, one line each
         self.cfg, self.data_dir, self.seed = cfg, data_dir, seed
-        self.max_bad_rows = float(cfg.get("max_bad_rows") if cfg.get("max_bad_rows") is not None else DEFAULT_MAX_BAD_ROWS)
+        bad = cfg.get("max_bad_rows")
+        self.max_bad_rows = DEFAULT_MAX_BAD_ROWS if bad is None else float(bad)
         # Per split, what read() found: {file, rows (kept), skipped_rows}; results.json's ``data``.
         self.data_report: dict[str, dict] = {}
         self.name = cfg.get("name", self.name)

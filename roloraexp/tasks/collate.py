@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from ..errors import ConfigError, is_int
+from ..config import check_buckets
 
 # What a padded position holds, per key, when the task gives no value of its own (tokenizer.pad's
 # choices; ``input_ids`` and ``token_type_ids`` come from the tokenizer: see pad_values()).
@@ -46,18 +46,6 @@ def length_buckets(max_len: int, smallest: int = 16) -> list[int]:
         out.append(b)
         b *= 2
     return out + [max_len]
-
-
-def check_buckets(setting) -> None:
-    """``trainer.pad_buckets`` is None, "auto" or a non-empty list of positive ints (config.check
-    calls this before any data is read)."""
-    if setting is None or setting == "auto":
-        return
-    if isinstance(setting, str) or not hasattr(setting, "__iter__"):
-        raise ConfigError(f"trainer.pad_buckets must be null, auto or a list of positive integers, got {setting!r}")
-    values = list(setting)
-    if not values or any(not is_int(v) or v < 1 for v in values):
-        raise ConfigError(f"trainer.pad_buckets must be null, auto or a list of positive integers, got {values!r}")
 
 
 def resolve_buckets(setting, max_len: int) -> list[int] | None:

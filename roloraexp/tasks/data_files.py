@@ -12,10 +12,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import TaskConfig
 from ..errors import DataError
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_BAD_ROWS = 0.01
+DEFAULT_MAX_BAD_ROWS: float = TaskConfig.max_bad_rows  # the schema's default (roloraexp/config.py)
 
 
 def read_text(path: str | Path) -> str:
