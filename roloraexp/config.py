@@ -7,7 +7,8 @@ records in results.json. Task and Method check their own section with ``check_se
 are built, so a task or method made outside a run (tests, the cost estimate) is held to the same
 rules. A new trainer setting is one field of ``TrainerConfig`` and one line of
 ``conf/trainer/default.yaml`` (tests/test_config_schema.py checks that both name the same keys with
-the same defaults); ``identity=False`` marks settings a resumed run may change (resume.IGNORED).
+the same defaults); ``identity=False`` marks settings a resumed run may change (``IGNORED``, ``config_identity``: what
+makes two runs the same run).
 
 The schema is checked here rather than registered in Hydra's ConfigStore: a type error caught while
 Hydra composes would stop the command with Hydra's multi-line message and no results.json, where a
@@ -111,7 +112,7 @@ class TrainerConfig:
     log_every: int = setting(10, INT_GE1)
     num_workers: Any = setting("auto", Rule("int", low=0, auto=True, identity=False))
     save_adapters: bool = setting(True, Rule("flag", identity=False))
-    resume: str = setting("auto", Rule("any", identity=False))  # auto | never | a path: resume.resolve_checkpoint
+    resume: str = setting("auto", Rule("any", identity=False))  # auto | never | a path: checkpoint.resolve_checkpoint
     checkpoint_every: int | None = setting(None, Rule("int", low=0, nullable=True, identity=False, message=(
         "null (every evaluation), 0 (never) or a number of steps")))
     checkpoint_minutes: float = setting(10, Rule("number", low=0, nullable=True, identity=False))
@@ -218,3 +219,35 @@ def not_identity() -> tuple[str, ...]:
     """Dotted keys of the settings a resumed run may change (they do not change what it computes)."""
     return tuple(f"{section}.{key}" for section, schema in SECTIONS.items() if section
                  for key, rule in rules(schema).items() if not rule.identity)
+
+
+# ---------------------------------------------------------------------------- a config's identity
+# Settings that do not change what a run computes: a resumed run may change them, and a completed
+# run of the same identity is not run again (the schema's identity=False settings and these sections).
+IGNORED = (*not_identity(), "logger.", "data_dir", "hydra.", "table")
+
+
+def config_identity(cfg) -> dict[str, object]:
+    """The resolved config as flat ``dotted.key -> value``, without the settings in IGNORED."""
+    if not isinstance(cfg, dict):
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in flatten(cfg).items() if not any(k == i or k.startswith(i) for i in IGNORED)}
+
+
+def flatten(node, prefix: str = "") -> dict[str, object]:
+    """A nested dict as ``dotted.key -> leaf value``."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    flat: dict[str, object] = {}
+    for k, v in node.items():
+        flat.update(flatten(v, f"{prefix}{k}."))
+    return flat
+
+
+def differences(mine: dict, theirs: dict) -> str:
+    """The first settings in which two config identities differ, as one phrase ("" when none)."""
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k, "<unset>") != theirs.get(k, "<unset>"))
+    shown = ", ".join(f"{k}: {theirs.get(k, '<unset>')!r} there, {mine.get(k, '<unset>')!r} here" for k in differ[:3])
+    return shown + (f" (+{len(differ) - 3} more)" if len(differ) > 3 else "")

@@ -14,6 +14,9 @@
     would be stolen from any run longer than the age.
 
   Under data parallelism only process 0 holds the lock: its peers write into the same folder.
+* ``completed_before(cfg, folder)``: the folder's completed results of this very config, which a run
+  returns instead of running again; ``set_aside_other_run(cfg, folder)``: another config's results
+  are set aside (below) before this run writes its own.
 * ``set_aside(folder)``: a previous run's files are renamed with its time (``results.<YYYYmmdd-HHMMSS>.json``,
   the checkpoints, the adapter files) before a run of another config writes its own; the table
   sweeps (roloraexp/tables/sweep.py) use the same function for their changed cells.
@@ -31,12 +34,17 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+from .config import config_identity, differences
+from .results import RESULTS_FILE, ResultError, RunResult, read_result
+
 LOCK = "run.lock"
 HEARTBEAT_S = 60
 STALE_AFTER_S = 3600
-# A run's own files, as run.py and the trainer write them (roloraexp.resume's checkpoint names: this
-# module stays free of torch, for the table sweep).
-RUN_FILES = ("results.json", "checkpoint.pt", "checkpoint.previous.pt", "best_trainable.pt", "final_trainable.pt")
+# A run's own files, as run.py, the trainer and checkpoint.py write them. Named here, not in
+# checkpoint.py: this module stays free of torch, for the table sweep.
+CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.previous.pt"
+BEST_STATE, FINAL_STATE = "best_trainable.pt", "final_trainable.pt"
+RUN_FILES = (RESULTS_FILE, CHECKPOINT, PREVIOUS, BEST_STATE, FINAL_STATE)
 
 
 class FolderRefused(Exception):
@@ -271,7 +279,7 @@ def set_aside(folder: Path, names=RUN_FILES) -> list[Path]:
     present = [folder / n for n in names if (folder / n).exists()]
     if not present:
         return []
-    when = (folder / "results.json").stat().st_mtime if (folder / "results.json").exists() else time.time()
+    when = (folder / RESULTS_FILE).stat().st_mtime if (folder / RESULTS_FILE).exists() else time.time()
     stamp = datetime.fromtimestamp(when).strftime("%Y%m%d-%H%M%S")
     moved = []
     for path in present:
@@ -283,3 +291,42 @@ def set_aside(folder: Path, names=RUN_FILES) -> list[Path]:
         path.replace(target)
         moved.append(target)
     return moved
+
+
+# ---------------------------------------------------------------------------- the results a folder holds
+def completed_before(cfg, folder: Path) -> RunResult | None:
+    """A completed results.json of this very config in the run folder (trainer.resume=auto only)."""
+    if str(cfg.trainer.get("resume", "auto")) != "auto":
+        return None
+    try:
+        previous = read_result(Path(folder) / RESULTS_FILE)
+    except ResultError:
+        return None
+    if not previous.completed or not previous.config:
+        return None
+    return previous if config_identity(previous.config) == config_identity(cfg) else None
+
+
+def set_aside_other_run(cfg, folder: Path, log) -> None:
+    """A results.json of another config (completed, failed or preempted) is not overwritten: it, its
+    run's checkpoints and adapter files are renamed with its time (``set_aside``). The same config's
+    failed or preempted results are this run's to replace (it resumes from the checkpoint)."""
+    path = Path(folder) / RESULTS_FILE
+    if not path.exists():
+        return
+    try:
+        previous = read_result(path)
+        theirs = config_identity(previous.config) if previous.config else None
+    except ResultError:
+        previous, theirs = None, None
+    mine = config_identity(cfg)
+    if theirs == mine:
+        return
+    try:
+        moved = set_aside(folder)
+    except OSError as e:
+        raise FolderRefused(f"{path} holds another config's run and cannot be set aside ({e.strerror}); "
+                            f"use another folder") from e
+    what = f"a {previous.status} run of another config ({differences(mine, theirs)})" if theirs \
+        else "an unreadable results.json"
+    log.warning("%s held %s: set aside as %s", folder, what, ", ".join(p.name for p in moved))

@@ -223,3 +223,12 @@ def default_targets(arch: str) -> list[str]:
 def head_prefixes(model: nn.Module, arch: str) -> list[str]:
     """Modules that adapters must never wrap (the heads train in full)."""
     return sorted(trainable_heads(model, arch) | {"lm_head"})
+
+
+def enable_checkpointing(model: nn.Module) -> None:
+    """Activation checkpointing, non-reentrant (transformers 5 renamed the method; older ones have the old name)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

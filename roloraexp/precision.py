@@ -30,6 +30,21 @@ from .config import check_section
 from .errors import ConfigError
 
 
+def hold_frozen_in(model: nn.Module, dtype: torch.dtype) -> None:
+    """Under AMP, keep the frozen weights in the compute dtype once, instead of letting autocast
+    cast every one of them at every step (a launch-bound step then costs more than fp32). What trains
+    (adapters, heads) keeps its fp32 master weights; autocast casts those small tensors down."""
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if any(p.requires_grad for p in own):
+            # One dtype per module: a frozen weight beside a trained bias (BitFit) stays fp32, or CPU
+            # autocast's layer_norm meets a bf16 weight and an fp32 bias and fails.
+            continue
+        for p in own:
+            if p.is_floating_point() and p.dtype != dtype:
+                p.data = p.data.to(dtype)
+
+
 def cast_refused_by(model: nn.Module) -> str | None:
     """The first module type that must compute with fp32 factors (``amp_cast_ok = False``), or None."""
     for module in model.modules():

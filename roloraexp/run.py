@@ -10,201 +10,202 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, DataError
-from .folder_guard import FolderRefused, acquire, release, set_aside, took_over, unusable
-from .results import read_results, write_json_atomic
+from .folder_guard import (FolderRefused, acquire, completed_before, release, set_aside_other_run,
+                           took_over, unusable)
+from .results import RESULTS_FILE, RunRecord, RunResult
 
 log = logging.getLogger("roloraexp")
 # Write errors that are the disk's or the folder's, not the code's: one line, no traceback.
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
+def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RunResult:
     """Run one configuration; always writes ``results.json`` (``status`` completed, failed or
     preempted). A run folder that holds a checkpoint of this config resumes from it
     (``trainer.resume=auto``); one that holds a completed results.json of it is left as it is. A folder
     that another live run holds is refused: nothing is written there (``status`` refused, returned only)."""
     out = Path(output_dir) if output_dir is not None else Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    result = {"status": "running", "task": cfg.task.name, "method": cfg.method.name, "model": cfg.model.name,
-              "seed": cfg.seed, "table": cfg.get("table")}
-    try:  # first: the imports below log (bitsandbytes) into the run.log Hydra opened in the folder
+    result = RunResult(status="running", task=cfg.task.name, method=cfg.method.name, model=cfg.model.name,
+                       seed=cfg.seed, table=cfg.get("table"))
+    try:  # first: the imports below log into the run.log Hydra opened in the folder
         lock = acquire(out)  # one run per folder (for a single run, cli() took it before Hydra wrote there)
     except FolderRefused as e:
         leave_run_log(out)
-        return {**result, "status": "refused", "error": str(e)}
+        result.end("refused", str(e))
+        return result
     except OSError:  # an unwritable folder: check_output_dir says so below, in one line
         lock = None
-    # Heavy imports here, so `--help` and config errors answer fast.
-    from accelerate.utils import set_seed
-
-    from .distributed import export_slurm_env, make_accelerator
-    from .methods import build_method
-    from .methods.base import count_trainable
-    from .config import check as check_config
-    from .models import load_model, load_tokenizer, max_input_length, model_config
-    from .preemption import Preempted
-    from .provenance import provenance
-    from .resume import load_checkpoint, remove_checkpoints, resolve_checkpoint
-    from .tasks import build_task
-    from .tasks.collate import resolve_buckets
-    from .tracking import Tracker
-    from .train import NumericalFault, RunRecord, Trainer, phase_steps
-
-    export_slurm_env()
-    main_process = int(os.environ.get("RANK", "0")) == 0  # only one process of a data-parallel run writes
-    if not main_process:  # the other processes of a data-parallel run say only what goes wrong
-        for handler in logging.getLogger().handlers:
-            handler.setLevel(logging.WARNING)
-    started = time.time()
-    record, tracker, method, preempted = RunRecord(), None, None, None
+    main_process = keep_other_processes_quiet()
+    started, parts, preempted = time.time(), Parts(), None
     try:
         check_output_dir(out)
-        stale = took_over(out)
-        if stale:
-            log.warning("took over a stale lock: %s", stale)
-        if cfg.get("data_dir") and not Path(str(cfg.data_dir)).expanduser().is_absolute():
-            # Recorded as an absolute path: results.json (export --check, the report) is read from anywhere.
-            cfg.data_dir = str(Path(str(cfg.data_dir)).expanduser().resolve())
-        check_config(cfg)  # every setting's type and range (roloraexp/config.py): one line each
+        prepare_config(cfg)
         done = completed_before(cfg, out)
         if done is not None:
             log.info("%s already holds a completed run of this config; nothing to do (trainer.resume=never runs it "
-                     "again)", out / "results.json")
+                     "again)", out / RESULTS_FILE)
             return done
-        set_aside_other_run(cfg, out)
-        set_seed(cfg.seed)
-        task = build_task(cfg)
-        method = build_method(cfg)  # validates the method's options before any data or model is read
-        task.read()  # data problems surface before any tokenizer or model is loaded
-        result["data"] = task.data_report  # per split: the file, rows kept and skipped_rows
-        tokenizer = load_tokenizer(cfg.model)
-        config = model_config(cfg.model, tokenizer, task)
-        task.max_input_length = max_input_length(config, tokenizer)
-        targets, dry = check_targets(cfg, task, config)  # on a weightless skeleton: every prepare-time check
-        task.load(tokenizer)
-        # trainer.pad_buckets: batches padded to a few fixed widths (compiled graphs are reused).
-        task.pad_buckets = resolve_buckets(cfg.trainer.get("pad_buckets"), task.max_length)
-        steps = phase_steps(cfg.trainer, len(task.train_dataset), int(os.environ.get("WORLD_SIZE", "1")))
-        dry.check_steps(steps, steps * dry.num_phases)
-        accelerator = make_accelerator(cfg.trainer)
-        result["precision"] = {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
-        path = resolve_checkpoint(cfg.trainer, out)
-        checkpoint = load_checkpoint(path, cfg, accelerator.device) if path is not None else None
-        # Before the model load: a W&B that cannot start (logger=online without a login) is one line now.
-        tracker = Tracker(cfg.logger, cfg, out, name=f"{cfg.task.name}-{cfg.method.name}-s{cfg.seed}",
-                          resume_id=checkpoint.get("wandb_id") if checkpoint else None,
-                          enabled=accelerator.is_main_process)
-        building = time.perf_counter()
-        model, _ = load_model(cfg.model, task, tokenizer, device=accelerator.device)
-        method.prepare(model, targets)
-        result["build_seconds"] = round(time.perf_counter() - building, 2)  # model load (or creation) and adapters
-        adapters = method.adapters.values()
-        result["adapter_shapes"] = {n: {"d_in": a.in_features, "d_out": a.out_features} for n, a in method.adapters.items()}
-        # count_trainable(a), not a.num_adapter_params(): an "adapter" may be a plain module whose own
-        # weights train (GaLore's target layers); for LowRankLinear the two agree (its base is frozen).
-        result["head_params"] = count_trainable(model) - sum(count_trainable(a) for a in adapters)
-        Trainer(model, task, method, cfg.trainer, tracker, record, out, cfg.seed, accelerator, checkpoint,
-                run_config=cfg).fit()
-        result["status"] = "completed"
+        set_aside_other_run(cfg, out, log)
+        build(cfg, out, result, parts).fit()
+        result.end("completed")
         if main_process and not cfg.trainer.get("keep_checkpoint", False):
+            from .checkpoint import remove_checkpoints
+
             remove_checkpoints(out)  # done: results.json and the adapter files are what stays
-    except FolderRefused as e:  # another config's results that cannot be set aside: nothing is written
-        result.update(status="refused", error=str(e))
-    except (ConfigError, DataError, NumericalFault) as e:
-        result.update(status="failed", error=str(e))
-    except Preempted as e:
-        result.update(status="preempted", error=str(e))
-        preempted = e
     except KeyboardInterrupt:
-        result.update(status="failed", error="interrupted")
+        result.end("failed", "interrupted")
         raise
-    except Exception as e:  # keep the multirun going; the traceback goes to the run's log
-        if isinstance(e, OSError) and e.errno in DISK_ERRORS:  # the disk, not the code: one line naming the file
-            result.update(status="failed", error=f"cannot write {e.filename or out}: {e.strerror} (free space or "
-                                                 f"use another hydra.run.dir; the run resumes from its checkpoint)")
-        else:
-            result.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
-            log.error("run failed:\n%s", traceback.format_exc())
+    except Exception as e:  # a sweep goes on past a failed job; the traceback (if any) goes to the run's log
+        preempted = record_failure(result, e, out)
     finally:
-        if result["status"] != "refused" and (result["status"] != "running" or method is not None):
-            state = method.state() if method is not None else {}
-            result.update(
-                metrics=record.metrics, best_metrics=record.best_metrics, **state, best_ranks=best_ranks(record),
-                active_adapters=sum(1 for r in state.get("ranks", {}).values() if r > 0),
-                trainable_params=record.trainable_params, trainable_params_peak=record.trainable_params_peak,
-                peak_memory_bytes=record.peak_memory_bytes, steps=record.steps, skipped_steps=record.skipped_steps,
-                world_size=record.world_size, resumed_from=record.resumed_from, train_curve=record.train_curve,
-                throughput=throughput(record), amp_mode=record.amp_mode, compile=record.compile,
-                wall_time_s=round(time.time() - started, 2),
-                config=OmegaConf.to_container(cfg, resolve=True), history=record.history,
-                method_history=method.history if method is not None else [], provenance=provenance(),
-            )
-            if main_process:
-                try:
-                    write_json_atomic(out / "results.json", result)
-                except OSError as e:  # the folder itself is the problem (the error says so)
-                    log.error("cannot write %s: %s", out / "results.json", e)
-        if tracker is not None:
-            tracker.summarize(result)
-            tracker.finish(exit_code=0 if result["status"] == "completed" else 1)
+        if result.status != "refused" and (result.status != "running" or parts.method is not None):
+            finish(result, cfg, parts, time.time() - started, out if main_process else None)
+        if parts.tracker is not None:
+            parts.tracker.summarize(result.to_dict())
+            parts.tracker.finish(exit_code=0 if result.completed else 1)
         release(lock)
     if preempted is not None:
         preempted.hand_over()  # after results.json: submitit requeues, or the process exits 128 + signal
     return result
 
 
+@dataclass
+class Parts:
+    """What a run has built so far: results.json records the record and method's state even after a failure."""
+    record: RunRecord = field(default_factory=RunRecord)
+    method: object = None
+    tracker: object = None
+
+
+def build(cfg: DictConfig, out: Path, result: RunResult, parts: Parts):
+    """Task, method, data, tokenizer, model and adapters, in the order that finds a mistake cheapest
+    (configs before data, data before the tokenizer, every prepare-time check on a weightless
+    skeleton before the weights load); the Trainer that trains them, restored from a checkpoint."""
+    # Heavy imports here, so `--help` and config errors answer fast.
+    from accelerate.utils import set_seed
+
+    from .checkpoint import load_checkpoint, resolve_checkpoint
+    from .data_order import phase_steps
+    from .distributed import make_accelerator
+    from .methods import build_method
+    from .methods.base import count_trainable
+    from .models import load_model, load_tokenizer, max_input_length, model_config
+    from .tasks import build_task
+    from .tasks.collate import resolve_buckets
+    from .tracking import Tracker
+    from .train import Trainer
+
+    set_seed(cfg.seed)
+    task = build_task(cfg)
+    parts.method = method = build_method(cfg)  # validates the method's options before any data or model is read
+    task.read()  # data problems surface before any tokenizer or model is loaded
+    result.data = task.data_report  # per split: the file, rows kept and skipped_rows
+    tokenizer = load_tokenizer(cfg.model)
+    config = model_config(cfg.model, tokenizer, task)
+    task.max_input_length = max_input_length(config, tokenizer)
+    targets, dry = check_targets(cfg, task, config)  # on a weightless skeleton: every prepare-time check
+    task.load(tokenizer)
+    # trainer.pad_buckets: batches padded to a few fixed widths (compiled graphs are reused).
+    task.pad_buckets = resolve_buckets(cfg.trainer.get("pad_buckets"), task.max_length)
+    steps = phase_steps(cfg.trainer, len(task.train_dataset), int(os.environ.get("WORLD_SIZE", "1")))
+    dry.check_steps(steps, steps * dry.num_phases)
+    accelerator = make_accelerator(cfg.trainer)
+    result.precision = {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision)
+    path = resolve_checkpoint(cfg.trainer, out)
+    checkpoint = load_checkpoint(path, cfg, accelerator.device) if path is not None else None
+    # Before the model load: a W&B that cannot start (logger=online without a login) is one line now.
+    parts.tracker = Tracker(cfg.logger, cfg, out, name=f"{cfg.task.name}-{cfg.method.name}-s{cfg.seed}",
+                            resume_id=checkpoint.get("wandb_id") if checkpoint else None,
+                            enabled=accelerator.is_main_process)
+    building = time.perf_counter()
+    model, _ = load_model(cfg.model, task, tokenizer, device=accelerator.device)
+    method.prepare(model, targets)
+    result.build_seconds = round(time.perf_counter() - building, 2)  # model load (or creation) and adapters
+    result.adapter_shapes = {n: {"d_in": a.in_features, "d_out": a.out_features} for n, a in method.adapters.items()}
+    # count_trainable(a), not a.num_adapter_params(): an "adapter" may be a plain module whose own
+    # weights train (GaLore's target layers); for LowRankLinear the two agree (its base is frozen).
+    result.head_params = count_trainable(model) - sum(count_trainable(a) for a in method.adapters.values())
+    return Trainer(model, task, method, cfg.trainer, parts.tracker, parts.record, out, cfg.seed, accelerator,
+                   checkpoint, run_config=cfg)
+
+
+def keep_other_processes_quiet() -> bool:
+    """Whether this is process 0 (only it writes); the other processes of a data-parallel run say
+    only what goes wrong. SLURM's variables become torch.distributed's first."""
+    from .distributed import export_slurm_env
+
+    export_slurm_env()
+    if int(os.environ.get("RANK", "0")) == 0:
+        return True
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
+    return False
+
+
+def prepare_config(cfg: DictConfig) -> None:
+    """Every setting's type and range (roloraexp/config.py), one line each; ``data_dir`` made absolute:
+    results.json (export --check, the report) is read from anywhere."""
+    from .config import check as check_config
+
+    if cfg.get("data_dir") and not Path(str(cfg.data_dir)).expanduser().is_absolute():
+        cfg.data_dir = str(Path(str(cfg.data_dir)).expanduser().resolve())
+    check_config(cfg)
+
+
+def record_failure(result: RunResult, e: Exception, out: Path):
+    """``e`` as the result's status and one-line error; returns a Preempted to hand over, else None."""
+    from .preemption import Preempted
+    from .train import NumericalFault
+
+    if isinstance(e, FolderRefused):  # another config's results that cannot be set aside: nothing is written
+        result.end("refused", str(e))
+    elif isinstance(e, (ConfigError, DataError, NumericalFault)):
+        result.end("failed", str(e))
+    elif isinstance(e, Preempted):
+        result.end("preempted", str(e))
+        return e
+    elif isinstance(e, OSError) and e.errno in DISK_ERRORS:  # the disk, not the code: one line naming the file
+        result.end("failed", f"cannot write {e.filename or out}: {e.strerror} (free space or use another "
+                             f"hydra.run.dir; the run resumes from its checkpoint)")
+    else:
+        result.end("failed", f"{type(e).__name__}: {e}".splitlines()[0])
+        log.error("run failed:\n%s", traceback.format_exc())
+    return None
+
+
+def finish(result: RunResult, cfg: DictConfig, parts: Parts, seconds: float, out: Path | None) -> None:
+    """The result completed from what the run learned, written to ``out``/results.json (process 0)."""
+    from .provenance import provenance
+
+    method = parts.method
+    result.take_record(parts.record, method.state() if method is not None else {},
+                       method.history if method is not None else [])
+    result.wall_time_s = round(seconds, 2)
+    result.config = OmegaConf.to_container(cfg, resolve=True)
+    result.provenance = provenance()
+    if out is not None:
+        try:
+            result.write(out / RESULTS_FILE)
+        except OSError as e:  # the folder itself is the problem (the error says so)
+            log.error("cannot write %s: %s", out / RESULTS_FILE, e)
+
+
 def check_output_dir(out: Path) -> None:
-    """The run folder must be writable: found now, not after an hour of training."""
+    """The run folder must be writable: found now, not after an hour of training. A stale lock this
+    run took over (its owner died) is said in the run's log."""
     problem = unusable(out)
     if problem:
         raise ConfigError(problem)
-
-
-def completed_before(cfg: DictConfig, out: Path) -> dict | None:
-    """A completed results.json of this very config in the run folder (trainer.resume=auto only)."""
-    from .resume import config_identity
-
-    if str(cfg.trainer.get("resume", "auto")) != "auto":
-        return None
-    try:
-        previous = read_results(out / "results.json")
-    except (OSError, ValueError):
-        return None
-    if previous.get("status") != "completed" or not isinstance(previous.get("config"), dict):
-        return None
-    return previous if config_identity(previous["config"]) == config_identity(cfg) else None
-
-
-def set_aside_other_run(cfg: DictConfig, out: Path) -> None:
-    """A results.json of another config (completed, failed or preempted) is not overwritten: it, its
-    run's checkpoints and adapter files are renamed with its time (folder_guard.set_aside). The same
-    config's failed or preempted results are this run's to replace (it resumes from the checkpoint)."""
-    from .resume import config_identity, differences
-
-    path = out / "results.json"
-    if not path.exists():
-        return
-    try:
-        previous = read_results(path)
-        theirs = config_identity(previous["config"]) if isinstance(previous.get("config"), dict) else None
-    except (OSError, ValueError, AttributeError):
-        previous, theirs = {}, None
-    mine = config_identity(cfg)
-    if theirs == mine:
-        return
-    try:
-        moved = set_aside(out)
-    except OSError as e:
-        raise FolderRefused(f"{path} holds another config's run and cannot be set aside ({e.strerror}); "
-                            f"use another folder") from e
-    what = f"a {previous.get('status', 'unknown')} run of another config ({differences(mine, theirs)})" if theirs \
-        else "an unreadable results.json"
-    log.warning("%s held %s: set aside as %s", out, what, ", ".join(p.name for p in moved))
+    stale = took_over(out)
+    if stale:
+        log.warning("took over a stale lock: %s", stale)
 
 
 def leave_run_log(out: Path) -> None:
@@ -237,47 +238,27 @@ def check_targets(cfg: DictConfig, task, config):
     return names, trial
 
 
-def throughput(record) -> dict:
-    """Training speed over the steps alone (evaluations, checkpoints and phase ends left out)."""
-    seconds = record.train_seconds
-    return {"train_seconds": round(seconds, 3), "train_examples": record.train_examples,
-            "train_tokens": record.train_tokens,
-            "examples_per_s": round(record.train_examples / seconds, 2) if seconds > 0 else None,
-            "tokens_per_s": round(record.train_tokens / seconds, 1) if seconds > 0 else None}
-
-
-def best_ranks(record) -> dict | None:
-    """The adapters' ranks at the best evaluation (the one the tables report), as ``method.state()``
-    gave them there: from its ``history`` entry."""
-    best = record.best_metrics
-    for h in record.history:
-        if "metrics" in h and (h["step"], h["phase"]) == (best.get("step"), best.get("phase")):
-            return h.get("ranks")
-    return None
-
-
-def print_summary(result: dict, out: Path) -> None:
+def print_summary(result: RunResult, out: Path) -> None:
     """The final metrics as a small table on stdout; a run that did not complete shows its status, not
     metrics, and main() prints its error once, below, as ``error: ...``."""
-    rows = [("task / method / model", f"{result['task']} / {result['method']} / {result['model']}"),
-            ("status", result["status"])]
-    for k, v in (result.get("metrics", {}) if result["status"] == "completed" else {}).items():
-        best = result.get("best_metrics", {}).get(k)
+    rows = [("task / method / model", f"{result.task} / {result.method} / {result.model}"), ("status", result.status)]
+    for k, v in (result.metrics if result.completed else {}).items():
+        best = result.best_metrics.get(k)
         rows.append((k, f"{v:.4f}" + (f"   (best {best:.4f})" if isinstance(best, float) else "")))
-    skipped = {k: d for k, d in (result.get("data") or {}).items() if d.get("skipped_rows")}
+    skipped = {k: d for k, d in (result.data or {}).items() if d.get("skipped_rows")}
     if skipped:  # damaged data the run went past (task.max_bad_rows): part of what the metrics mean
         rows.append(("skipped data rows", ", ".join(f"{k}: {d['skipped_rows']} of {d['rows'] + d['skipped_rows']}"
                                                     for k, d in skipped.items())))
-    ranks = result.get("ranks") or {}
+    ranks = result.method_state.get("ranks") or {}
     if ranks:
         rows.append(("mean rank", f"{sum(ranks.values()) / len(ranks):.2f} over {len(ranks)} adapters"))
-    rows += [("trainable params (final / peak)", f"{result['trainable_params']:,} / {result['trainable_params_peak']:,}"),
-             ("steps / wall time", f"{result['steps']} / {result['wall_time_s']:.1f}s")]
-    speed = result.get("throughput") or {}
+    rows += [("trainable params (final / peak)", f"{result.trainable_params:,} / {result.trainable_params_peak:,}"),
+             ("steps / wall time", f"{result.steps} / {result.wall_time_s:.1f}s")]
+    speed = result.throughput
     if speed.get("tokens_per_s"):
         rows.append(("training speed", f"{speed['tokens_per_s']:,.0f} tokens/s, {speed['examples_per_s']:,.1f} examples/s "
                                        f"({speed['train_seconds']:.1f}s in training steps)"))
-    rows.append(("results", str(out / "results.json")))
+    rows.append(("results", str(out / RESULTS_FILE)))
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
 
@@ -297,15 +278,15 @@ def main(cfg: DictConfig) -> float | None:
         record(HydraConfig.get(), out, result)  # for the summary at the sweep's end
     if int(os.environ.get("RANK", "0")) != 0:
         return None
-    if result["status"] != "refused":  # a refused run has no results of its own to show
+    if result.status != "refused":  # a refused run has no results of its own to show
         print_summary(result, out)
-    if result["status"] != "completed":
+    if not result.completed:
         sys.stdout.flush()  # the summary, then its error
-        print(f"error: {result['error']}", file=sys.stderr)
+        print(f"error: {result.error}", file=sys.stderr)
         if HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep goes on past a failed job
             raise SystemExit(1)
         return None
-    return result["metrics"].get("main")
+    return result.metrics.get("main")
 
 
 def cli() -> None:

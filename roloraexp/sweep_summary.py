@@ -13,30 +13,37 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import sys
 from datetime import datetime
 from pathlib import Path
 
-from .results import write_json_atomic
+from .results import RESULTS_FILE, ResultError, RunResult, read_result, write_json_atomic
 
 COLUMNS = ("job", "overrides", "status", "main", "error")
 JOBS: list[dict] = []   # the jobs that ran in this process, as they ended
 
 
-def row(job, overrides, folder, result: dict | None) -> dict:
+def row(job, overrides, folder, result: RunResult | None) -> dict:
     """A job's line; ``result`` its run's result (None: no results.json, it never got to write one)."""
-    status = result.get("status", "unknown") if result else "missing"
-    main = (result.get("metrics") or {}).get("main") if status == "completed" else None
-    error = result.get("error") if result and status != "completed" else None
+    status = result.status if result else "missing"
+    main = result.metrics.get("main") if result and result.completed else None
+    error = result.error if result and not result.completed else None
     if status == "missing":
         error = "no results.json: the job was killed or never started"
     return {"job": job, "overrides": " ".join(overrides), "status": status, "main": main,
             "error": str(error).splitlines()[0] if error else None, "dir": str(folder) if folder else None}
 
 
-def record(hydra_cfg, folder: Path, result: dict) -> None:
+def result_in(folder: Path | None) -> RunResult | None:
+    """The run's result in ``folder``; None when there is none or it cannot be read."""
+    try:
+        return read_result(Path(folder) / RESULTS_FILE) if folder is not None else None
+    except ResultError:
+        return None
+
+
+def record(hydra_cfg, folder: Path, result: RunResult) -> None:
     """Called by each job of an in-process multirun (run.py ``main``)."""
     JOBS.append({**row(hydra_cfg.job.num, list(hydra_cfg.overrides.task), folder, result),
                  "sweep_dir": str(Path(hydra_cfg.sweep.dir).resolve())})
@@ -147,13 +154,8 @@ def collect(flags: list[str], overrides: list[str]) -> tuple[Path | None, list[d
         if num in ran:
             rows.append({**{k: v for k, v in ran[num].items() if k != "sweep_dir"}, "overrides": " ".join(job)})
             continue
-        folder, result = folders[num], None
-        if folder is not None:
-            try:
-                result = json.loads((folder / "results.json").read_text())
-            except (OSError, ValueError):
-                result = None
-        rows.append(row(num, job, folder, result))
+        folder = folders[num]
+        rows.append(row(num, job, folder, result_in(folder)))
         if folder is None:
             rows[-1]["error"] = "its folder could not be composed: see the sweep folder"
     return sweep_dir, rows

@@ -1,10 +1,11 @@
 """The training loop: phases × epochs × optimizer steps, on accelerate (device, AMP, DDP).
 
 It knows nothing of any method (see methods/base.py for the hooks it calls) or task (it only
-calls ``model(**batch).loss`` and ``task.evaluate``). Everything it learns goes into ``record``
-as it happens, so a run that dies still leaves its history behind, and it writes a checkpoint of
-the whole run (resume.py) at every evaluation, every phase end and when a stop signal arrives, so
-a run that dies continues where it stopped.
+calls ``model(**batch).loss`` and ``task.evaluate``); which examples each step sees is
+data_order.py's. Everything it learns goes into ``record`` (results.RunRecord) as it happens, so a
+run that dies still leaves its history behind, and it writes a checkpoint of the whole run
+(checkpoint.py) at every evaluation, every phase end and when a stop signal arrives, so a run that
+dies continues where it stopped.
 
 The position of a run is (phase, epoch, optimizer steps done in that epoch). Every step, with its
 evaluations and its checkpoint, is finished before the position moves on, so a checkpoint always
@@ -16,121 +17,31 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import checkpoint as ckpt
+from . import compilation
 from . import distributed as dist
 from .adapters import apply_remaps
-from .checkpoint import load_trainable_state, save_state, trainable_state
 from .config import check_section
-from .errors import ConfigError
+from .data_order import TrainingOrder, examples_and_tokens, warmup_steps
+from .folder_guard import BEST_STATE, CHECKPOINT, FINAL_STATE
 from .lr_schedule import linear_warmup_decay
 from .methods.base import TrainContext, count_trainable
 from .methods.on_device import all_finite
-from .precision import CastForward, forward_context, resolve_amp_mode
+from .models import enable_checkpointing
+from .precision import CastForward, forward_context, hold_frozen_in, resolve_amp_mode
 from .preemption import Preempted, StopSignals
-from .resume import (CHECKPOINT, config_identity, load_optimizer_state, optimizer_state, rng_state, save_checkpoint,
-                     set_rng_state)
+from .results import RunRecord
 
 log = logging.getLogger(__name__)
 
 
 class NumericalFault(RuntimeError):
     """A non-finite loss or weight: the run cannot go on (a step the fp16 scaler skipped is not one)."""
-
-
-@dataclass
-class RunRecord:
-    """What the run has learned so far; results.json is written from it, also on failure."""
-
-    history: list = field(default_factory=list)
-    metrics: dict = field(default_factory=dict)
-    best_metrics: dict = field(default_factory=dict)
-    steps: int = 0
-    trainable_params: int = 0
-    trainable_params_peak: int = 0
-    peak_memory_bytes: int | None = None
-    skipped_steps: int = 0  # fp16: optimizer steps the loss scaler skipped (overflowing gradients)
-    world_size: int = 1
-    resumed_from: list = field(default_factory=list)  # {"step", "checkpoint"} per resume
-    train_curve: list = field(default_factory=list)  # {"step", "loss", "lr"} at every log point
-    # Throughput: seconds in training steps (evaluations, checkpoints and phase ends left out) and the
-    # examples and input tokens (padding excluded) they trained on, summed over processes at the end.
-    train_seconds: float = 0.0
-    train_examples: int = 0
-    train_tokens: int = 0
-    amp_mode: str = "none"  # none (fp32) | autocast | cast (roloraexp/precision.py)
-    compile: dict = field(default_factory=dict)  # {"enabled", "backend", "mode", "graphs", "graph_breaks"}
-
-
-def examples_and_tokens(batch: dict) -> tuple[int, int]:
-    """Examples in a batch and its input tokens, padding excluded (0 for inputs that are no token ids)."""
-    mask, ids = batch.get("attention_mask"), batch.get("input_ids")
-    tokens = int(mask.sum()) if mask is not None else ids.numel() if ids is not None else 0
-    return len(next(iter(batch.values()))), tokens
-
-
-def compile_enabled(cfg, device: torch.device) -> bool:
-    """``trainer.compile``: auto compiles on CUDA (a base-size step is bound by kernel launches there)
-    and not on CPU (a compile costs more than the short CPU runs it would speed up)."""
-    setting = cfg.get("compile", False)
-    return device.type == "cuda" if setting == "auto" else bool(setting)
-
-
-def loader_workers(cfg, device: torch.device) -> int:
-    """``trainer.num_workers``: auto collates in two worker processes on CUDA (the step does not wait
-    for its batch) and in the main process on CPU (where the workers would take the step's cores)."""
-    workers = cfg.get("num_workers", 0)
-    return (2 if device.type == "cuda" else 0) if workers == "auto" else int(workers)
-
-
-def compiled_graphs() -> tuple[int, int]:
-    """(graphs compiled, graph breaks) so far in this process (dynamo's counters; reset() keeps them)."""
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"]), int(sum(counters["graph_break"].values()))
-
-
-def hold_frozen_in(model: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Under AMP, keep the frozen weights in the compute dtype once, instead of letting autocast
-    cast every one of them at every step (a launch-bound step then costs more than fp32). What trains
-    (adapters, heads) keeps its fp32 master weights; autocast casts those small tensors down."""
-    for module in model.modules():
-        own = list(module.parameters(recurse=False))
-        if any(p.requires_grad for p in own):
-            # One dtype per module: a frozen weight beside a trained bias (BitFit) stays fp32, or CPU
-            # autocast's layer_norm meets a bf16 weight and an fp32 bias and fails.
-            continue
-        for p in own:
-            if p.is_floating_point() and p.dtype != dtype:
-                p.data = p.data.to(dtype)
-
-
-def enable_checkpointing(model: torch.nn.Module) -> None:
-    """Activation checkpointing, non-reentrant (transformers 5 renamed the method; older ones have the old name)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-def steps_per_epoch(cfg, n_train: int, world_size: int = 1) -> int:
-    """Optimizer steps per epoch: the batches each process gets (dealt round-robin), grouped by grad_accum."""
-    batches = math.ceil(n_train / cfg.batch_size)
-    return math.ceil(math.ceil(batches / world_size) / cfg.grad_accum)
-
-
-def phase_steps(cfg, n_train: int, world_size: int = 1) -> int:
-    """Optimizer steps per phase: ``trainer.max_steps`` when set, else ``trainer.epochs`` epochs."""
-    if cfg.max_steps and cfg.max_steps > 0:
-        return int(cfg.max_steps)
-    return steps_per_epoch(cfg, n_train, world_size) * int(cfg.epochs)
 
 
 class Trainer:
@@ -151,8 +62,8 @@ class Trainer:
             dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16
             hold_frozen_in(self.model, dtype)
             self.cast = CastForward(self.model, dtype) if self.amp_mode == "cast" else None
-        self.compile = compile_enabled(cfg_trainer, accelerator.device)
-        self.graphs_at_start = compiled_graphs()
+        self.compile = compilation.compile_enabled(cfg_trainer, accelerator.device)
+        self.graphs_at_start = compilation.compiled_graphs()
         self.compiles = 0  # torch.compile wrappers made (one per rewrap): each may compile a graph or two
         if cfg_trainer.get("gradient_checkpointing", False):
             # Non-reentrant: adapters inside a checkpointed block get gradients although the block's
@@ -166,7 +77,7 @@ class Trainer:
         self.phase_started = False  # on_phase_start has run for self.position's phase
         self.last_checkpoint = time.time()
         self.clock = time.perf_counter()  # start of the training time not yet in record.train_seconds
-        self.lengths = None  # the training examples' lengths (trainer.group_by_length), read once
+        self.data = TrainingOrder(task, cfg_trainer, seed, accelerator)
         self.train_model = model  # the module the training forward goes through (a DDP wrapper on several processes)
         # The step (1-based) of the first non-finite loss, kept on the device: no sync per step.
         self.bad_loss_step = torch.full((), -1, dtype=torch.long, device=accelerator.device)
@@ -175,68 +86,6 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
-
-    # ------------------------------------------------------------------ data
-    def epoch_order(self, phase: int, epoch: int) -> torch.Tensor:
-        """The order of the training examples in one epoch: a permutation drawn from (seed, phase,
-        epoch) alone, so every epoch is reshuffled (as HF Trainer does) and a run is reproducible
-        (a resumed run can rebuild any epoch's order)."""
-        key = np.random.SeedSequence([self.seed, phase, epoch]).generate_state(2, dtype=np.uint64)
-        gen = torch.Generator().manual_seed(int(key[0] ^ key[1]) & ((1 << 63) - 1))
-        order = torch.randperm(len(self.task.train_dataset), generator=gen)
-        return self.grouped_by_length(order) if self.cfg.get("group_by_length", False) else order
-
-    def grouped_by_length(self, order: torch.Tensor) -> torch.Tensor:
-        """``trainer.group_by_length``: the shuffled order cut into mega-batches of 50 global batches,
-        each sorted by length, longest first (transformers' LengthGroupedSampler): a batch holds
-        examples of similar length, so little of it is padding (SST-2: ~3x fewer tokens computed),
-        while which examples meet in a mega-batch stays random."""
-        if self.lengths is None:
-            if not isinstance(self.task.train_dataset[0], dict) or "input_ids" not in self.task.train_dataset[0]:
-                raise ConfigError(f"trainer.group_by_length needs tokenised examples (input_ids); "
-                                  f"{type(self.task).__name__}'s have none")
-            self.lengths = torch.tensor([len(f["input_ids"]) for f in self.task.train_dataset])
-        size = 50 * self.cfg.batch_size * self.cfg.grad_accum * self.accelerator.num_processes
-        groups = [g[torch.argsort(self.lengths[g], descending=True, stable=True)] for g in order.split(size)]
-        return torch.cat(groups)
-
-    def epoch_steps(self, phase: int, epoch: int, skip: int = 0):
-        """The optimizer steps of one epoch from step ``skip`` on, each a list of ``grad_accum``
-        micro-batches. An epoch whose batches do not divide by grad_accum ends with a shorter step
-        over the leftover micro-batches, as HF Trainer does: leftovers never merge into the next
-        epoch's first step. On several processes the batches are dealt round-robin (accelerate)."""
-        world = self.accelerator.num_processes
-        order = self.epoch_order(phase, epoch)[skip * self.cfg.grad_accum * self.cfg.batch_size * world:]
-        # A generator of its own: a DataLoader otherwise draws its base seed from the global RNG, which
-        # would make dropout after a resume differ from the uninterrupted run.
-        loader = DataLoader(self.task.train_dataset, batch_size=self.cfg.batch_size, sampler=order.tolist(),
-                            collate_fn=self.task.collate, num_workers=loader_workers(self.cfg, self.accelerator.device),
-                            pin_memory=self.accelerator.device.type == "cuda", drop_last=False,
-                            generator=torch.Generator())
-        if dist.is_distributed(self.accelerator):
-            loader = self.accelerator.prepare_data_loader(loader, device_placement=False)
-        group = []
-        for batch in loader:
-            group.append(batch)
-            if len(group) == self.cfg.grad_accum:
-                yield group
-                group = []
-        if group:
-            yield group
-
-    def steps_per_epoch(self) -> int:
-        return steps_per_epoch(self.cfg, len(self.task.train_dataset), self.accelerator.num_processes)
-
-    def phase_steps(self) -> int:
-        return phase_steps(self.cfg, len(self.task.train_dataset), self.accelerator.num_processes)
-
-    def warmup_steps(self, phase_steps: int) -> int:
-        """``trainer.warmup_steps`` (absolute, as the papers give it) wins over ``warmup_ratio``.
-        Warm-up longer than the phase keeps rising to the end (transformers' get_linear_schedule_with_warmup's
-        semantics): the peak lr is then never reached."""
-        if self.cfg.get("warmup_steps") is not None:
-            return int(self.cfg.warmup_steps)
-        return int(self.cfg.warmup_ratio * phase_steps)
 
     # -------------------------------------------------------------- bookkeeping
     def _track_params(self) -> None:
@@ -254,11 +103,8 @@ class Trainer:
         if self.cast is not None:  # the masters to cast are the parameters the model holds now
             self.cast.refresh()
         if self.compile:
-            torch._dynamo.reset()
-            mode = self.cfg.get("compile_mode", "default")
             self.compiles += 1
-            self.train_model = torch.compile(self.train_model, backend=self.cfg.get("compile_backend", "inductor"),
-                                             mode=None if mode == "default" else mode)
+            self.train_model = compilation.compile_module(self.train_model, self.cfg)
         dist.check_same(self.accelerator, "the rank configuration", self.method.ranks())
 
     def evaluate(self, ctx: TrainContext, epoch: float) -> dict:
@@ -272,9 +118,9 @@ class Trainer:
         if metrics["main"] > self.best_main:
             self.best_main = metrics["main"]
             self.record.best_metrics = dict(metrics, step=ctx.step, phase=ctx.phase)
-            self.best_state = trainable_state(self.model)
+            self.best_state = ckpt.trainable_state(self.model)
             if self.output_dir is not None and self.is_main and self.cfg.get("save_adapters", True):
-                save_state(self.best_state, self.output_dir / "best_trainable.pt")
+                ckpt.save_state(self.best_state, self.output_dir / BEST_STATE)
         self.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, ctx.step)
         self.tracker.log_state(state, ctx.step)
         # Phases on screen count from 1 of N, as in the resume line (results.json's "phase" from 0).
@@ -296,31 +142,14 @@ class Trainer:
                              f"(lower trainer.lr or trainer.max_grad_norm)")
 
     # -------------------------------------------------------------- checkpoints
-    def _param_names(self) -> dict[int, str]:
-        return {id(p): n for n, p in self.model.named_parameters()}
-
     def save_checkpoint(self, ctx: TrainContext, optimizer, scheduler, running) -> None:
+        """The whole run (checkpoint.payload) into the run folder; every process waits for it."""
         if self.output_dir is None or self.cfg.get("checkpoint_every") == 0 and not self.stop.received:
             return
         self.check_finite()  # never save a broken state to resume from
         if self.is_main:
             started = time.time()
-            names = self._param_names()
-            save_checkpoint(self.output_dir / CHECKPOINT, {
-                "config": config_identity(self.run_config) if self.run_config is not None else {},
-                "position": self.position, "phase_started": self.phase_started,
-                "ctx": {"step": ctx.step, "phase": ctx.phase, "phase_step": ctx.phase_step},
-                "trainable": trainable_state(self.model),
-                "trains": sorted(n for n, p in self.model.named_parameters() if p.requires_grad),
-                "optimizer": optimizer_state(optimizer, names) if optimizer is not None else None,
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else None,
-                "rng": rng_state(), "method": self.method.state_dict(), "record": self.record.__dict__,
-                "loop": {"best_main": self.best_main, "best_state": self.best_state,
-                         "last_eval_step": self.last_eval_step, "running": running.detach().cpu(),
-                         "bad_loss_step": self.bad_loss_step.cpu()},
-                "wandb_id": self.tracker.run_id,
-            })
+            ckpt.save_checkpoint(self.output_dir / CHECKPOINT, ckpt.payload(self, ctx, optimizer, scheduler, running))
             log.debug("checkpoint at step %d written in %.2fs", ctx.step, time.time() - started)
         self.accelerator.wait_for_everyone()
         self.last_checkpoint = time.time()
@@ -347,37 +176,15 @@ class Trainer:
             return ctx.step % every == 0
         return evaluated or time.time() - self.last_checkpoint > 60 * float(self.cfg.get("checkpoint_minutes", 10))
 
-    def restore(self, ctx: TrainContext) -> None:
-        """Everything but the optimizer (built per phase): tensors, method, record, loop, position."""
-        ck = self.checkpoint
-        load_trainable_state(self.model, ck["trainable"])
-        trains = set(ck["trains"])
-        for n, p in self.model.named_parameters():
-            p.requires_grad_(n in trains)
-        self.method.load_state_dict(ck["method"])
-        self.record.__dict__.update({k: v for k, v in ck["record"].items() if k != "world_size"})
-        loop = ck["loop"]
-        self.best_main, self.best_state, self.last_eval_step = loop["best_main"], loop["best_state"], loop["last_eval_step"]
-        self.bad_loss_step = loop["bad_loss_step"].to(self.accelerator.device)
-        self.skipped_steps.fill_(self.record.skipped_steps)
-        self.position, self.phase_started = tuple(ck["position"]), ck["phase_started"]
-        ctx.step, ctx.phase, ctx.phase_step = ck["ctx"]["step"], ck["ctx"]["phase"], ck["ctx"]["phase_step"]
-        self.record.resumed_from.append({"step": ctx.step, "checkpoint": str(self.output_dir / CHECKPOINT)
-                                         if self.output_dir is not None else None})
-        log.info("resuming after step %d/%d (phase %d/%d, epoch %d, step %d of the epoch)", ctx.step, ctx.total_steps,
-                 self.position[0] + 1, self.method.num_phases, self.position[1] + 1, self.position[2])
-        if not self.phase_started:  # saved at a phase end: the next phase's start draws from the generators
-            set_rng_state(ck["rng"])
-
     # -------------------------------------------------------------------- loop
     def fit(self) -> RunRecord:
         acc, cfg, method = self.accelerator, self.cfg, self.method
-        phase_steps = self.phase_steps()
+        phase_steps = self.data.phase_steps()
         total = phase_steps * method.num_phases
         ctx = TrainContext(model=self.model, phase_steps=phase_steps, total_steps=total,
-                           epoch_steps=self.steps_per_epoch(), log=lambda m: self.tracker.log(m, ctx.step))
+                           epoch_steps=self.data.steps_per_epoch(), log=lambda m: self.tracker.log(m, ctx.step))
         if self.checkpoint is not None:
-            self.restore(ctx)
+            ckpt.restore(self, ctx)
         bar = tqdm(total=total, initial=ctx.step, desc="train", dynamic_ncols=True, mininterval=1,
                    disable=None if self.is_main else True)
         start, first_step = time.time(), ctx.step
@@ -386,10 +193,7 @@ class Trainer:
                 self._run_phase(phase, ctx, bar)
         bar.close()
         self.check_finite()
-        graphs, breaks = (now - then for now, then in zip(compiled_graphs(), self.graphs_at_start))
-        self.record.compile = {"enabled": self.compile, "backend": self.cfg.get("compile_backend", "inductor"),
-                               "mode": self.cfg.get("compile_mode", "default"), "wraps": self.compiles,
-                               "graphs": graphs, "graph_breaks": breaks}
+        self.record.compile = compilation.report(self.cfg, self.compile, self.compiles, self.graphs_at_start)
         self.record.train_examples, self.record.train_tokens = dist.total(acc, self.record.train_examples,
                                                                           self.record.train_tokens)
         if acc.device.type == "cuda":
@@ -399,7 +203,7 @@ class Trainer:
         log.info("trained %d steps in %.1fs%s", done_here, time.time() - start,
                  f" ({ctx.step} in the run, {first_step} before the resume)" if first_step else "")
         if self.output_dir is not None and self.is_main and cfg.get("save_adapters", True):
-            save_state(trainable_state(self.model), self.output_dir / "final_trainable.pt")
+            ckpt.save_state(ckpt.trainable_state(self.model), self.output_dir / FINAL_STATE)
         return self.record
 
     def _run_phase(self, phase: int, ctx: TrainContext, bar) -> None:
@@ -413,19 +217,19 @@ class Trainer:
         self._track_params()
         self._rewrap()
         optimizer = acc.prepare_optimizer(method.build_optimizer(self.model, cfg), device_placement=False)
-        scheduler = linear_warmup_decay(optimizer.optimizer, self.warmup_steps(phase_steps), phase_steps)
+        scheduler = linear_warmup_decay(optimizer.optimizer, warmup_steps(cfg, phase_steps), phase_steps)
         running = torch.zeros((), device=acc.device)  # summed on device: no GPU sync per step
         if resumed:
-            self._restore_optimizer(optimizer, scheduler, running)
+            ckpt.restore_optimizer(self, optimizer, scheduler, running)
         self.checkpoint = None  # consumed: later phases start fresh
         ctx.optimizer = optimizer
         bar.set_description(f"phase {phase + 1}/{method.num_phases}" if method.num_phases > 1 else "train")
         self.model.train()
-        per_epoch = self.steps_per_epoch()
+        per_epoch = self.data.steps_per_epoch()
         _, epoch, skip = self.position
         self.clock = time.perf_counter()
         while ctx.phase_step < phase_steps:
-            for i, micro_batches in enumerate(self.epoch_steps(phase, epoch, skip), start=skip):
+            for i, micro_batches in enumerate(self.data.steps(phase, epoch, skip), start=skip):
                 self._step(micro_batches, optimizer, scheduler, ctx, running)
                 bar.update(1)
                 end_of_epoch = i + 1 == per_epoch or ctx.phase_step >= phase_steps
@@ -461,17 +265,6 @@ class Trainer:
         dist.check_same(acc, "the rank configuration", method.ranks())
         self.position, self.phase_started = (phase + 1, 0, 0), False
         self.save_checkpoint(ctx, None, None, running)
-
-    def _restore_optimizer(self, optimizer, scheduler, running) -> None:
-        ck = self.checkpoint
-        where = self.output_dir / CHECKPOINT if self.output_dir is not None else CHECKPOINT
-        if ck["optimizer"] is not None:
-            load_optimizer_state(optimizer, ck["optimizer"], self._param_names(), where)
-            scheduler.load_state_dict(ck["scheduler"])
-        if ck["scaler"] is not None and self.accelerator.scaler is not None:
-            self.accelerator.scaler.load_state_dict(ck["scaler"])
-        running.copy_(ck["loop"]["running"])
-        set_rng_state(ck["rng"])  # last: building the optimizer must not shift the generators
 
     def _tick(self) -> None:
         """Add the time since the clock was last set to ``train_seconds``, once the device has run the

@@ -157,7 +157,7 @@ class Variant:
         import copy
         from types import SimpleNamespace
 
-        from roloraexp.train import hold_frozen_in
+        from roloraexp.precision import hold_frozen_in
 
         self.name, self.device, self.precision = name, device, args.precision
         self.model = copy.deepcopy(base) if copy_base else base
@@ -212,7 +212,7 @@ class Variant:
         from roloraexp.adapters import find_target_modules
         from roloraexp.methods import TrainContext, build_method
         from roloraexp.models import head_prefixes
-        from roloraexp.train import hold_frozen_in
+        from roloraexp.precision import hold_frozen_in
 
         method = {"lora": "lora", "adalora": "adalora", "rolora": "rolora"}[self.name]
         cfg = project_config(method, args)
@@ -369,7 +369,7 @@ def load_line() -> str:
 
 
 def step_bench(args) -> dict:
-    from roloraexp.train import compiled_graphs
+    from roloraexp.compilation import compiled_graphs
 
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
     if args.precision == "fp16" and device.type != "cuda":
@@ -483,18 +483,15 @@ def whole_run_ours(r: dict, out: Path) -> dict:
 
 
 class OurOrder(torch.utils.data.Sampler):
-    """The training examples in the order roloraexp's loop draws them (``Trainer.epoch_order``: a
-    permutation from (seed, phase, epoch)), so that both whole runs see the same batches: padded
+    """The training examples in the order roloraexp's loop draws them (``data_order.permutation``:
+    a permutation from (seed, phase, epoch)), so that both whole runs see the same batches: padded
     to their longest sentence, batches of other sentences would cost another amount of work."""
 
     def __init__(self, n: int, seed: int):
-        from types import SimpleNamespace
-
-        from roloraexp.train import Trainer
+        from roloraexp.data_order import permutation
 
         self.n, self.epoch = n, 0
-        self._order = lambda epoch: Trainer.epoch_order(SimpleNamespace(seed=seed, task=SimpleNamespace(
-            train_dataset=range(n))), 0, epoch)
+        self._order = lambda epoch: permutation(seed, 0, epoch, n)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -29,7 +29,7 @@ def cell_configs() -> dict:
     from omegaconf import OmegaConf
 
     sys.path.insert(0, str(REPO))
-    from roloraexp.resume import flatten
+    from roloraexp.config import flatten
     from roloraexp.tables import TABLES
     from roloraexp.tables.sweep import is_task_override, parse_args, plan
 

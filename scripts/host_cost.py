@@ -143,7 +143,7 @@ class HandLoop:
 
     def __init__(self, model, mode: str, trainer_cfg):
         from roloraexp.precision import CastForward
-        from roloraexp.train import hold_frozen_in
+        from roloraexp.precision import hold_frozen_in
 
         self.model = model.train()
         if mode != "fp32":

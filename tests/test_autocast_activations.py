@@ -14,7 +14,7 @@ from roloraexp.adapters import find_target_modules
 from roloraexp.methods import build_method
 from roloraexp.models import head_prefixes, load_model
 from roloraexp.tasks import build_task
-from roloraexp.train import hold_frozen_in
+from roloraexp.precision import hold_frozen_in
 
 BATCH, SEQ = 4, 12
 

@@ -60,7 +60,7 @@ def test_the_edges_of_each_range_are_accepted():
 
 
 def test_resume_may_change_exactly_the_settings_the_schema_marks():
-    from roloraexp.resume import IGNORED
+    from roloraexp.config import IGNORED
 
     assert set(config.not_identity()) == {"trainer.num_workers", "trainer.save_adapters", "trainer.resume",
                                           "trainer.checkpoint_every", "trainer.checkpoint_minutes",

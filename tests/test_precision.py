@@ -55,7 +55,7 @@ def tiny_lora(dtype_frozen=torch.bfloat16):
 
 def test_cast_gradients_land_on_fp32_masters_and_match_autocast():
     from roloraexp.precision import CastForward
-    from roloraexp.train import hold_frozen_in
+    from roloraexp.precision import hold_frozen_in
 
     ids = torch.randint(3, 200, (4, 16))
     batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1, 1, 0]))

@@ -382,7 +382,8 @@ def test_figure_functions_write_pngs(tmp_path):
     assert _is_png(figures.grad_norm_per_layer({n: 0.1 * i for i, n in enumerate(names)}, tmp_path / "g.png"))
     with pytest.raises(ValueError):
         figures.memory_vs_active([{"peak_memory_bytes": None, "active_adapters": 3}], tmp_path / "none.png")
-    (tmp_path / "results.json").write_text(json.dumps(runs[0]))
+    (tmp_path / "results.json").write_text(json.dumps({"status": "completed", "model": "m", "seed": 1, "metrics": {},
+                                                       "best_metrics": {}, **runs[0]}))
     assert figures.main(["ranks", str(tmp_path / "results.json"), str(tmp_path / "cli.png")]) == 0
     assert _is_png(tmp_path / "cli.png")
 

@@ -237,7 +237,8 @@ class FakeTask:
 
 
 def fit(method, model, **trainer):
-    from roloraexp.train import RunRecord, Trainer
+    from roloraexp.results import RunRecord
+    from roloraexp.train import Trainer
 
     cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "trainer" / "default.yaml"),
                           {"max_steps": 12, "batch_size": 8, "device": "cpu", "save_adapters": False, **trainer})

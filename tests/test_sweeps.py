@@ -18,6 +18,7 @@ import pytest
 
 from conftest import DATA, REPO, compose_config
 from roloraexp import folder_guard, sweep_summary
+from roloraexp.results import RunResult
 
 BASE = ["model=tiny_roberta", "task=rte", f"data_dir={DATA}", "task.max_train_samples=32", "task.max_eval_samples=16",
         "trainer.max_steps=2", "logger=disabled"]
@@ -206,6 +207,7 @@ def test_a_failed_run_of_another_config_is_set_aside_too(tmp_path):
 def test_exit_status_and_table_rules():
     assert [sweep_summary.exit_code(s) for s in (["completed"] * 2, ["completed", "failed"],
                                                 ["failed", "preempted"], [])] == [0, 1, 2, 0]
-    row = sweep_summary.row(3, ["seed=1"], None, {"status": "preempted", "error": "stopped by SIGTERM\nmore"})
+    preempted = RunResult(status="preempted", task="rte", method="lora", model="m", seed=1, error="stopped by SIGTERM\nmore")
+    row = sweep_summary.row(3, ["seed=1"], None, preempted)
     assert (row["status"], row["error"], row["main"]) == ("preempted", "stopped by SIGTERM", None)
     assert sweep_summary.row(4, ["seed=2"], None, None)["status"] == "missing"

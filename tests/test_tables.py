@@ -221,10 +221,9 @@ def test_scaled_down_target_runs_end_to_end_and_resumes(tmp_path):
 
 
 def test_a_changed_cell_sets_its_results_and_checkpoints_aside(tmp_path):
-    from roloraexp.resume import CHECKPOINT, PREVIOUS
+    from roloraexp.folder_guard import CHECKPOINT, PREVIOUS
     from roloraexp.tables import sweep
 
-    assert (sweep.CHECKPOINT, sweep.PREVIOUS) == (CHECKPOINT, PREVIOUS)
     for name in ("results.json", CHECKPOINT, PREVIOUS):
         (tmp_path / name).write_text(name)
     cell = sweep.Cell(folder="t", model="m", task="rte", row=None, fixed=(), swept={}, dir=tmp_path)

@@ -25,20 +25,20 @@ def seen_orders(tmp_path, *overrides):
     cfg = smoke("task.max_train_samples=24", "trainer.batch_size=4", "trainer.max_steps=0", "trainer.epochs=2",
                 "trainer.eval_batch_size=32", "task.max_eval_samples=8", *overrides)
     cfg.method._target_ = f"{__name__}.OrderProbe"
-    from roloraexp import train
+    from roloraexp.data_order import TrainingOrder
 
-    original = train.Trainer.epoch_steps
+    original = TrainingOrder.steps
 
     def spy(self, phase, epoch, skip=0):
         for group in original(self, phase, epoch, skip):
             OrderProbe.batches.append(torch.cat([b["input_ids"][:, 1:6] for b in group]).tolist())
             yield group
 
-    train.Trainer.epoch_steps = spy
+    TrainingOrder.steps = spy
     try:
         res = run(cfg, tmp_path)
     finally:
-        train.Trainer.epoch_steps = original
+        TrainingOrder.steps = original
     assert res["status"] == "completed", res.get("error")
     return OrderProbe.batches, res
 
@@ -109,7 +109,7 @@ def test_gradient_checkpointing_gives_adapters_the_same_gradients(tmp_path):
     from roloraexp.models import load_model
     from roloraexp.tasks import build_task
     from roloraexp.adapters import find_target_modules
-    from roloraexp.train import enable_checkpointing
+    from roloraexp.models import enable_checkpointing
 
     grads = []
     for checkpointing in (False, True):
@@ -152,10 +152,10 @@ def test_compile_recompiles_after_a_resize_and_matches_eager(tmp_path):
 def test_group_by_length_batches_similar_lengths_and_still_sees_every_example(tmp_path):
     """trainer.group_by_length: each mega-batch of 50 batches runs longest first, so a batch pads to
     little more than its own examples; the epoch still holds every example once, reproducibly."""
-    from roloraexp import train
+    from roloraexp.data_order import TrainingOrder
 
     seen = []
-    original = train.Trainer.epoch_steps
+    original = TrainingOrder.steps
 
     def spy(self, phase, epoch, skip=0):
         for group in original(self, phase, epoch, skip):
@@ -164,12 +164,12 @@ def test_group_by_length_batches_similar_lengths_and_still_sees_every_example(tm
 
     def lengths_per_batch(folder, *overrides):
         seen.clear()
-        train.Trainer.epoch_steps = spy
+        TrainingOrder.steps = spy
         try:  # SST-2: phrases of 3 to 60 tokens
             res = run(smoke("task=sst2", "task.max_train_samples=240", "trainer.batch_size=4", "trainer.max_steps=0",
                             "trainer.epochs=1", "task.max_eval_samples=8", *overrides), tmp_path / folder)
         finally:
-            train.Trainer.epoch_steps = original
+            TrainingOrder.steps = original
         assert res["status"] == "completed", res.get("error")
         return list(seen)
 
@@ -191,7 +191,8 @@ def test_group_by_length_without_token_ids_is_one_line():
 
     from conftest import REPO
     from roloraexp.errors import ConfigError
-    from roloraexp.train import RunRecord, Trainer
+    from roloraexp.results import RunRecord
+    from roloraexp.train import Trainer
 
     task = types.SimpleNamespace(train_dataset=[{"x": torch.zeros(3)} for _ in range(8)])
     cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "trainer" / "default.yaml"),
@@ -199,4 +200,4 @@ def test_group_by_length_without_token_ids_is_one_line():
     trainer = Trainer(torch.nn.Linear(3, 1), task, LoRA(OmegaConf.create({"rank": 1})), cfg, None, RunRecord(), None,
                       seed=0)
     with pytest.raises(ConfigError, match="trainer.group_by_length needs tokenised examples"):
-        trainer.epoch_order(0, 0)
+        trainer.data.order(0, 0)

@@ -293,7 +293,7 @@ def test_weightlora_plus_grows_into_the_lora_budget_and_keeps_outputs(init):
     assert trainable(loop.model) == used + head_params(loop.model)
     opt_ids = in_optimizer(loop.opt)
     for n in kept:
-        a, (r0, A0, B0, m0) = loop.adapters[n], old[n]
+        a, (r0, A0, _, m0) = loop.adapters[n], old[n]
         assert a.rank > r0 and id(a.lora_A) in opt_ids and id(a.lora_B) in opt_ids and id(A0) not in opt_ids
         m = loop.opt.state[a.lora_A]["exp_avg"]
         assert m.shape == a.lora_A.shape and m[r0:].abs().sum() == 0  # new components: fresh state

@@ -150,7 +150,7 @@ def _info(run: RunFolder, base: BaseModel, out: Path, merged: bool, form, factor
     return {
         "format": "merged" if merged else f"peft-{form.name.lower()}",
         "run_dir": str(run.path.resolve()), "which": run.which,
-        "method": r.get("method"), "task": r.get("task"), "model": r.get("model"), "seed": r.get("seed"),
+        "method": r.method, "task": r.task, "model": r.model, "seed": r.seed,
         "auto_class": base.auto_class,
         "base_model": str(out.resolve()) if merged else base_ref,
         "base_model_kwargs": {} if merged else base.load_kwargs,

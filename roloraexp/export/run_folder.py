@@ -10,7 +10,6 @@ weightless meta skeleton). ``tests/test_export.py`` holds that promise against a
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,22 +17,24 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError, DataError
+from ..folder_guard import BEST_STATE, FINAL_STATE
+from ..results import RESULTS_FILE, ResultError, RunResult, read_result
 
-STATE_FILES = {"best": "best_trainable.pt", "final": "final_trainable.pt"}
+STATE_FILES = {"best": BEST_STATE, "final": FINAL_STATE}
 
 
 @dataclass
 class RunFolder:
     path: Path
     which: str                      # best | final
-    results: dict
+    results: RunResult
     cfg: DictConfig
     state: dict[str, torch.Tensor]  # the trainable tensors by parameter name (checkpoint.trainable_state)
 
     @property
     def metrics(self) -> dict:
         """What the run measured with these weights (best_metrics for best, metrics for final)."""
-        return dict(self.results.get("best_metrics" if self.which == "best" else "metrics") or {})
+        return dict(self.results.best_metrics if self.which == "best" else self.results.metrics)
 
 
 def read_run(run_dir, which: str = "best") -> RunFolder:
@@ -43,18 +44,18 @@ def read_run(run_dir, which: str = "best") -> RunFolder:
         raise ConfigError(f"--which must be best or final, got {which!r}")
     if not path.is_dir():
         raise DataError(f"{path} is not a folder (give a run folder: the one holding results.json)")
-    results_path = path / "results.json"
+    results_path = path / RESULTS_FILE
     if not results_path.is_file():
         raise DataError(f"{path} holds no results.json: not a run folder")
     try:
-        results = json.loads(results_path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DataError(f"cannot read {results_path}: {e}") from e
-    if not isinstance(results, dict) or not isinstance(results.get("config"), dict):
+        results = read_result(results_path)
+    except ResultError as e:
+        raise DataError(f"cannot read {e}") from e
+    if not results.config:
         raise DataError(f"{results_path} has no resolved config (written by a run that failed before it started?)")
     state_path = path / STATE_FILES[which]
     if not state_path.is_file():
-        why = (f"the run ended with status {results.get('status')!r}" if results.get("status") != "completed"
+        why = (f"the run ended with status {results.status!r}" if not results.completed
                else "the run was made with trainer.save_adapters=false")
         other = [w for w, f in STATE_FILES.items() if w != which and (path / f).is_file()]
         hint = f"; --which {other[0]} exists" if other else ""
@@ -63,7 +64,7 @@ def read_run(run_dir, which: str = "best") -> RunFolder:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: torch raises several types
         raise DataError(f"cannot read {state_path}: {str(e).splitlines()[0]}") from e
-    return RunFolder(path, which, results, OmegaConf.create(results["config"]), state)
+    return RunFolder(path, which, results, OmegaConf.create(results.config), state)
 
 
 @dataclass

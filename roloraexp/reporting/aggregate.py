@@ -10,7 +10,6 @@ reading, shared with the Tracker.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -18,48 +17,30 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import is_int
+from ..results import RESULTS_FILE, ResultError, read_file
 from ..tables.query import Run, matches, value_of
 from ..tables.spec import AVG, PARAMS, Setting, Table
 
 PUBLISHED_DIR = Path(__file__).resolve().parents[2] / "results" / "published"
-REQUIRED = ("status", "task", "method", "model", "seed")
-REQUIRED_COMPLETED = ("metrics", "best_metrics")
 
 
 # ---------------------------------------------------------------- reading results.json files
 
-def _problem(data) -> str | None:
-    """Why a parsed results.json cannot be used, or None."""
-    if not isinstance(data, dict):
-        return "not a JSON object"
-    missing = [k for k in REQUIRED if k not in data]
-    if data.get("status") == "completed":
-        missing += [k for k in REQUIRED_COMPLETED if not isinstance(data.get(k), dict)]
-    if missing:
-        return "missing keys: " + ", ".join(missing)
-    if data["status"] not in ("completed", "failed"):
-        return f"status {data['status']!r} is neither 'completed' nor 'failed'"
-    if not is_int(data["seed"]):
-        return f"seed {data['seed']!r} is not an integer"
-    return None
-
-
 def load_runs(dirs) -> tuple[list[Run], list[tuple[Path, str]]]:
-    """All results.json under `dirs` (a results.json file may be given directly) → (runs, skipped)."""
+    """All results.json under `dirs` (a results.json file may be given directly) → (runs, skipped).
+    Read through the schema (roloraexp/results.py); a table shows completed and failed runs only."""
     paths = set()
     for d in map(Path, dirs):
-        paths |= {d} if d.is_file() else set(d.rglob("results.json"))
+        paths |= {d} if d.is_file() else set(d.rglob(RESULTS_FILE))
     runs, skipped = [], []
     for path in sorted(paths):
         try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            skipped.append((path, f"unreadable JSON ({e})"))
+            data = read_file(path)
+        except ResultError as e:
+            skipped.append((path, e.reason))
             continue
-        problem = _problem(data)
-        if problem:
-            skipped.append((path, problem))
+        if data["status"] not in ("completed", "failed"):
+            skipped.append((path, f"status {data['status']!r} is neither 'completed' nor 'failed'"))
         else:
             runs.append(Run(path, path.stat().st_mtime, data))
     return runs, skipped

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..heatmaps import layer_labels, layer_order, parse_adapter_name, plt, type_order
+from ..results import RESULTS_FILE, ResultError, read_file
 
 
 def _as_list(results) -> list[dict]:
@@ -232,8 +233,8 @@ def rank_iterations(result: dict, out_png, title: str | None = None) -> Path:
 def summary(run_dir) -> list[Path]:
     """Every figure one run can give, next to its results.json."""
     path = Path(run_dir)
-    results_path = path if path.suffix == ".json" else path / "results.json"
-    result = json.loads(results_path.read_text())
+    results_path = path if path.suffix == ".json" else path / RESULTS_FILE
+    result = read_file(results_path)
     out = results_path.parent
     drawn = []
     for name, fn in (("training_curve", training_curve), ("ranks", rank_distribution), ("omega", omega_per_adapter),
@@ -252,6 +253,13 @@ def _read_json(path: str):
         sys.exit(f"figures: cannot read {path}: {e}")
 
 
+def _read_result(path: str) -> dict:
+    try:
+        return read_file(Path(path))
+    except ResultError as e:
+        sys.exit(f"figures: cannot read {e}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m roloraexp.figures", description=__doc__.split("\n\n")[0])
     p.add_argument("kind", choices=["ranks", "omega", "memory", "gradnorm", "summary"])
@@ -263,7 +271,7 @@ def main(argv=None) -> int:
     if len(a.inputs) < 2:
         p.error("give at least one input file and the output PNG")
     *inputs, out = a.inputs
-    data = [_read_json(f) for f in inputs]
+    data = [_read_json(f) if a.kind == "gradnorm" else _read_result(f) for f in inputs]
     try:
         if a.kind == "gradnorm":
             path = grad_norm_per_layer(data[0], out)

@@ -6,7 +6,7 @@ check writes, an estimate of its GPU-hours.
 
 The cells are the sweep's (``sweep.plan``: the same grid, filters, scale-down and overrides), each
 composed by Hydra as ``roloraexp.run`` composes it. A run's optimizer steps are the training loop's
-count: ``train.phase_steps`` (trainer.max_steps, else epochs of ceil(ceil(n_train / batch) /
+count: ``data_order.phase_steps`` (trainer.max_steps, else epochs of ceil(ceil(n_train / batch) /
 grad_accum) steps) × the method's ``num_phases``, on one process, every cell from scratch (``make -n
 TABLE`` says which are already done). Nothing is trained or downloaded.
 """
@@ -165,7 +165,7 @@ class Estimator:
     def count(self, cfg) -> RunCost:
         from ..methods import build_method
         from ..tasks import build_task
-        from ..train import phase_steps
+        from ..data_order import phase_steps
 
         task, approx, n = build_task(cfg), False, 0
         if not (cfg.trainer.max_steps and cfg.trainer.max_steps > 0):   # else the data size does not matter

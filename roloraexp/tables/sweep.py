@@ -35,9 +35,6 @@ from . import TABLES
 from .describe import describe
 from .spec import Row
 
-# A run folder's checkpoints (the names of roloraexp.resume, which imports torch: the sweep stays light).
-CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.previous.pt"
-
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 
@@ -122,10 +119,8 @@ def check(cell: Cell) -> str:
     """done | stale | partial | failed | todo, from the cell's results.json, .hydra/overrides.yaml and
     checkpoint: ``partial`` cells (killed, preempted, failed with a checkpoint) resume from it when
     they run again; ``stale`` ones (their overrides changed) start over."""
-    try:
-        status = json.loads((cell.dir / "results.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
+    result = sweep_summary.result_in(cell.dir)
+    status = result.status if result else None
     saved = cell.dir / ".hydra" / "overrides.yaml"
     changed = False
     if saved.exists():
@@ -136,7 +131,7 @@ def check(cell: Cell) -> str:
         return "stale"
     if status == "completed":
         return "done"
-    if (cell.dir / CHECKPOINT).exists():
+    if (cell.dir / folder_guard.CHECKPOINT).exists():
         return "partial"
     return "failed" if status else "todo"
 
@@ -148,11 +143,8 @@ def set_aside(cell: Cell) -> None:
 
 def summary_row(i: int, cell: Cell) -> dict:
     """A cell's line in the table's sweep summary (roloraexp/sweep_summary.py), from its results.json."""
-    try:
-        result = json.loads((cell.dir / "results.json").read_text())
-    except (OSError, ValueError):
-        result = None
-    return sweep_summary.row(i, [*cell.fixed, *(f"{k}={v}" for k, v in cell.swept.items())], cell.dir, result)
+    return sweep_summary.row(i, [*cell.fixed, *(f"{k}={v}" for k, v in cell.swept.items())], cell.dir,
+                             sweep_summary.result_in(cell.dir))
 
 
 def plan(table: str, a) -> list[Cell]:
