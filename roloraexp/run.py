@@ -34,8 +34,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> RunResult:
     out = Path(output_dir) if output_dir is not None else Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     result = RunResult(status="running", task=cfg.task.name, method=cfg.method.name, model=cfg.model.name,
                        seed=cfg.seed, table=cfg.get("table"))
-    try:  # first: the imports below log into the run.log Hydra opened in the folder
-        lock = acquire(out)  # one run per folder (for a single run, cli() took it before Hydra wrote there)
+    try:  # one run per folder, held before anything is written (a single run's: cli() took it before Hydra)
+        lock = acquire(out)
     except FolderRefused as e:
         leave_run_log(out)
         result.end("refused", str(e))

@@ -143,11 +143,23 @@ def test_cells_group_into_grids_and_a_ragged_rest_splits():
     assert len(combos) == 3 and sum(math.prod(len(v) for v in combo.values()) for combo in combos) == len(ragged)
 
 
+def _group_defaults(text: str) -> dict:
+    """{group: option} of a config's defaults list, through the files it includes (an experiment file's
+    first entry, ``/experiment_common/<table>/<model>``, holds the settings its (table, model) shares)."""
+    out = {}
+    for d in yaml.safe_load(text)["defaults"]:
+        if isinstance(d, str):
+            out.update(_group_defaults((REPO / "conf" / f"{d.strip('/')}.yaml").read_text()))
+        else:
+            out.update({k.split("/")[-1]: v for k, v in d.items()})
+    return out
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_config_composes(name):
     text = (REPO / "conf" / "experiment" / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_")
-    defaults = {k.split("/")[-1]: v for d in yaml.safe_load(text)["defaults"] for k, v in d.items()}
+    defaults = _group_defaults(text)
     for method in ("lora", "adalora", "weightlora"):
         extra = ["sparsifier=adalora"] if method == "adalora" else []
         cfg = compose_config(f"experiment={name}", f"method={method}", *extra)

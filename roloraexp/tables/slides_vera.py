@@ -9,9 +9,9 @@ QNLI, RTE and STS-B (accuracy, MCC for CoLA, Pearson for STS-B), 5 seeds.
   and VeRA as printed; Adpt^P, Adpt^H (two sizes each) and LoRA-FA are not implemented (empty, with
   a note); FT, BitFit, DoRA and DVoRA have no large row in the slides and are extra rows here.
 
-The rows train with different recipes (each paper's own hyper-parameters), so every task's experiment
-file (conf/experiment/slides/vera/<model>/<task>.yaml) holds one recipe per method, and a run takes
-its method's: lr, epochs, batch size, weight decay, rank (LoRA/DoRA 8, VeRA/DVoRA 1024 for base and
+The rows train with different recipes (each paper's own hyper-parameters), so the experiment files
+(conf/experiment/slides/vera/<model>/<task>.yaml on top of conf/experiment_common/slides/vera/<model>.yaml)
+hold one recipe per method, and a run takes its method's: lr, epochs, batch size, weight decay, rank (LoRA/DoRA 8, VeRA/DVoRA 1024 for base and
 256 for large), alpha and the per-role learning rates. The rows therefore set no ``method.rank``
 (``ranked=False``): the rank is the recipe's. ``make slides-vera-table MODEL=...`` swaps the model and
 keeps the base recipes (as ``MODEL`` does for every table); the large half with its own recipes and
