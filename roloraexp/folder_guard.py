@@ -19,7 +19,7 @@
   are set aside (below) before this run writes its own.
 * ``set_aside(folder)``: a previous run's files are renamed with its time (``results.<YYYYmmdd-HHMMSS>.json``,
   the checkpoints, the adapter files) before a run of another config writes its own; the table
-  sweeps (roloraexp/tables/sweep.py) use the same function for their changed cells.
+  sweeps (roloraexp/sweeps/table_grid.py) use the same function for their changed cells.
 """
 from __future__ import annotations
 

@@ -273,7 +273,7 @@ def main(cfg: DictConfig) -> float | None:
     out = Path(HydraConfig.get().runtime.output_dir)
     result = run(cfg, out)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        from .sweep_summary import record
+        from .sweeps.summary import record
 
         record(HydraConfig.get(), out, result)  # for the summary at the sweep's end
     if int(os.environ.get("RANK", "0")) != 0:
@@ -304,7 +304,7 @@ def cli() -> None:
     if any(f.split("=", 1)[0] in NO_RUN for f in flags):
         main()
     elif is_multirun(flags, overrides):
-        from .sweep_summary import run_sweep
+        from .sweeps.summary import run_sweep
 
         code = run_sweep(main, flags, overrides)  # every job's status at the end; non-zero if one failed
         if code:

@@ -31,7 +31,7 @@ def cell_configs() -> dict:
     sys.path.insert(0, str(REPO))
     from roloraexp.config import flatten
     from roloraexp.tables import TABLES
-    from roloraexp.tables.sweep import is_task_override, parse_args, plan
+    from roloraexp.sweeps.table_grid import is_task_override, parse_args, plan
 
     os.environ.pop("ROLORAEXP_DATA", None)
     cells, configs = {}, {}

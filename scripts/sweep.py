@@ -12,7 +12,7 @@ from pathlib import Path
 # This checkout's package, not whichever one is installed (a script's sys.path starts at scripts/).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from roloraexp.tables.sweep import main  # noqa: E402
+from roloraexp.sweeps.table_grid import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

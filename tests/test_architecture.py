@@ -25,7 +25,8 @@ REPORTING = "roloraexp.reporting"
 # to the reporting wing, and belong to it.
 FORWARDING = ("roloraexp.report", "roloraexp.figures", "roloraexp.dashboard")
 QUERY = "roloraexp.tables.query"
-TABLE_TOOLS = tuple(f"roloraexp.tables.{m}" for m in ("cli", "cost", "sweep", "__main__"))
+TABLE_TOOLS = (*(f"roloraexp.tables.{m}" for m in ("cli", "cost", "sweep", "__main__")),
+               "roloraexp.sweeps", "roloraexp.sweeps.table_grid", "roloraexp.sweeps.summary")
 MAX_LINES = 400
 
 

@@ -13,7 +13,7 @@ from conftest import DATA, REPO
 from roloraexp.reporting.aggregate import load_runs
 from roloraexp.results import (FIELDS, SCHEMA_VERSION, ResultError, RunRecord, RunResult, read_result,
                                write_json_atomic)
-from roloraexp.sweep_summary import result_in, row
+from roloraexp.sweeps.summary import result_in, row
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO), WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
 

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from conftest import DATA, REPO, compose_config
-from roloraexp import folder_guard, sweep_summary
+from roloraexp import folder_guard
+from roloraexp.sweeps import summary as sweep_summary
 from roloraexp.results import RunResult
 
 BASE = ["model=tiny_roberta", "task=rte", f"data_dir={DATA}", "task.max_train_samples=32", "task.max_eval_samples=16",

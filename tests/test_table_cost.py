@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from conftest import DATA, REPO
-from roloraexp.tables import TABLES, cli, cost, sweep
+from roloraexp.sweeps import table_grid as sweep
+from roloraexp.tables import TABLES, cli, cost
 
 ENV = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
 QUIET = ["logger=disabled", "trainer.save_adapters=false"]

@@ -1,4 +1,4 @@
-"""The paper-table targets (make/tables.mk + roloraexp/tables/sweep.py): every target expands into runs
+"""The paper-table targets (make/tables.mk + roloraexp/sweeps/table_grid.py): every target expands into runs
 whose configs compose and land in the report cells that asked for them, every experiment config
 composes with the papers' values, a scaled-down target runs end to end, writes its table and figures
 and skips its finished runs when run again; and the gradient-norm script (ROLoRA Fig. 3) writes its
@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 
 from conftest import DATA, REPO, compose_config
 from roloraexp.reporting import aggregate
-from roloraexp.tables import TABLES as DECLARED, query, sweep
+from roloraexp.sweeps import table_grid as sweep
+from roloraexp.tables import TABLES as DECLARED, query
 
 
 def _load(name: str):
@@ -234,7 +235,7 @@ def test_scaled_down_target_runs_end_to_end_and_resumes(tmp_path):
 
 def test_a_changed_cell_sets_its_results_and_checkpoints_aside(tmp_path):
     from roloraexp.folder_guard import CHECKPOINT, PREVIOUS
-    from roloraexp.tables import sweep
+    from roloraexp.sweeps import table_grid as sweep
 
     for name in ("results.json", CHECKPOINT, PREVIOUS):
         (tmp_path / name).write_text(name)

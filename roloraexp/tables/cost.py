@@ -4,7 +4,7 @@ check writes, an estimate of its GPU-hours.
     python -m roloraexp.tables --cost [TABLE ...] [--gpu-json FILE] [--seeds 1 2] [--model M] [--tasks rte]
                 [--methods lora] [--samples N] [--steps N] [--data-dir D] [-- EXTRA_OVERRIDES ...]
 
-The cells are the sweep's (``sweep.plan``: the same grid, filters, scale-down and overrides), each
+The cells are the sweep's (``sweeps/table_grid.plan``: the same grid, filters, scale-down and overrides), each
 composed by Hydra as ``roloraexp.run`` composes it. A run's optimizer steps are the training loop's
 count: ``data_order.phase_steps`` (trainer.max_steps, else epochs of ceil(ceil(n_train / batch) /
 grad_accum) steps) × the method's ``num_phases``, on one process, every cell from scratch (``make -n
@@ -20,7 +20,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import TABLES, sweep
+from ..sweeps import table_grid
+from . import TABLES
 
 REPO = Path(__file__).resolve().parents[2]
 # Plain values of a cell that change no step count: cells differing only in them share one composition.
@@ -146,10 +147,10 @@ class Estimator:
         for flag, value in (("--model", a.model), ("--samples", a.samples), ("--steps", a.steps),
                             ("--data-dir", a.data_dir)):
             argv += [flag, str(value)] if value is not None else []
-        return sweep.plan(table, sweep.parse_args([*argv, "--", *a.extra]))
+        return table_grid.plan(table, table_grid.parse_args([*argv, "--", *a.extra]))
 
     def run(self, cell) -> RunCost:
-        overrides = [o for o in cell.overrides if sweep.is_task_override(o)]
+        overrides = [o for o in cell.overrides if table_grid.is_task_override(o)]
         key = tuple(o for o in overrides if o.split("=")[0] not in PLAIN)
         if key not in self.costs:
             self.costs[key] = self.count(self.compose(overrides))
@@ -159,7 +160,7 @@ class Estimator:
     def compose(overrides: list[str]):
         from hydra import compose, initialize_config_dir
 
-        with initialize_config_dir(config_dir=str(sweep.CONF), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(table_grid.CONF), version_base="1.3"):
             return compose(config_name="config", overrides=overrides)
 
     def count(self, cfg) -> RunCost:

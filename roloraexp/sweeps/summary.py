@@ -7,7 +7,7 @@ are also recorded as they end (``record``), which keeps what no results.json say
 because another run held its folder). Jobs that ran elsewhere (submitit) are found again from the
 sweep: its jobs are expanded as Hydra's basic sweeper expands them and each job's folder is composed
 from ``hydra.sweep.dir`` / ``hydra.sweep.subdir`` (the sweep's time stamp is fixed for this, see
-``run_sweep``). Light at import: the table sweep (roloraexp/tables/sweep.py) prints its cells with it.
+``run_sweep``). Light at import: the table sweep (roloraexp/sweeps/table_grid.py) prints its cells with it.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from .results import RESULTS_FILE, ResultError, RunResult, read_result, write_json_atomic
+from ..results import RESULTS_FILE, ResultError, RunResult, read_result, write_json_atomic
 
 COLUMNS = ("job", "overrides", "status", "main", "error")
 JOBS: list[dict] = []   # the jobs that ran in this process, as they ended
@@ -118,7 +118,7 @@ def _folders(flags, hydra: list[str], jobs: list[list[str]]) -> tuple[Path | Non
     """The sweep folder and each job's, composed as the launcher composes them."""
     from omegaconf import open_dict, read_write
 
-    from .cli import compose_hydra
+    from ..cli import compose_hydra
 
     sweep_dir, folders = None, []
     for num, job in enumerate(jobs):
@@ -163,7 +163,7 @@ def collect(flags: list[str], overrides: list[str]) -> tuple[Path | None, list[d
 
 def unusable_sweep_dir(flags: list[str], overrides: list[str]) -> str | None:
     """Why the sweep folder cannot hold the sweep (Hydra would stop with a traceback), as one line."""
-    from .folder_guard import unusable
+    from ..folder_guard import unusable
 
     expanded = _jobs(overrides)
     if expanded is None or not expanded[1]:
@@ -175,8 +175,8 @@ def unusable_sweep_dir(flags: list[str], overrides: list[str]) -> str | None:
 
 def run_sweep(main, flags: list[str], overrides: list[str]) -> int:
     """Run the multirun (``main``: the Hydra entry point), then its summary; the exit status."""
-    from .cli import fixed_run_stamp
-    from .folder_guard import is_main_process
+    from ..cli import fixed_run_stamp
+    from ..folder_guard import is_main_process
 
     JOBS.clear()
     code = 0
