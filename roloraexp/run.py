@@ -132,8 +132,8 @@ def build(cfg: DictConfig, out: Path, result: RunResult, parts: Parts):
     # count_trainable(a), not a.num_adapter_params(): an "adapter" may be a plain module whose own
     # weights train (GaLore's target layers); for LowRankLinear the two agree (its base is frozen).
     result.head_params = count_trainable(model) - sum(count_trainable(a) for a in method.adapters.values())
-    return Trainer(model, task, method, cfg.trainer, parts.tracker, parts.record, out, cfg.seed, accelerator,
-                   checkpoint, run_config=cfg)
+    return Trainer(model, task, method, cfg.trainer, parts.tracker, parts.record, out, cfg.seed,
+                   accelerator=accelerator, checkpoint=checkpoint, run_config=cfg)
 
 
 def keep_other_processes_quiet() -> bool:

@@ -44,11 +44,26 @@ class NumericalFault(RuntimeError):
     """A non-finite loss or weight: the run cannot go on (a step the fp16 scaler skipped is not one)."""
 
 
+class Silent:
+    """The tracker of a Trainer used on its own: it logs nothing (run() passes tracking.Tracker)."""
+
+    def log(self, metrics: dict, step: int) -> None:
+        pass
+
+    def log_state(self, state: dict, step: int) -> None:
+        pass
+
+
 class Trainer:
-    def __init__(self, model, task, method, cfg_trainer, tracker, record: RunRecord, output_dir: Path | None,
-                 seed: int, accelerator=None, checkpoint: dict | None = None, run_config=None):
-        if accelerator is None:  # a Trainer used on its own (notebooks, tests): devices from the config
+    def __init__(self, model, task, method, cfg_trainer, tracker=None, record: RunRecord | None = None,
+                 output_dir: Path | None = None, seed: int = 0, *, accelerator=None, checkpoint: dict | None = None,
+                 run_config=None):
+        """A Trainer used on its own (notebooks, tests) needs only the first four: no tracker, a fresh
+        record, nothing written (no output_dir), devices from the config. run() passes everything."""
+        if accelerator is None:
             accelerator = dist.make_accelerator(cfg_trainer)
+        record = RunRecord() if record is None else record
+        tracker = Silent() if tracker is None else tracker
         self.model, self.task, self.method, self.cfg = model, task, method, cfg_trainer
         self.tracker, self.record, self.output_dir, self.seed = tracker, record, output_dir, seed
         self.accelerator, self.checkpoint, self.run_config = accelerator, checkpoint, run_config

@@ -447,13 +447,11 @@ class FakeTask:
 
 
 def fit(method, model, task, **trainer):
-    from roloraexp.results import RunRecord
     from roloraexp.train import Trainer
 
     cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "trainer" / "default.yaml"),
                           {"max_steps": 10, "batch_size": 8, "device": "cpu", "save_adapters": False, **trainer})
-    tracker = types.SimpleNamespace(log=lambda *a: None, log_state=lambda *a: None)
-    return Trainer(model, task, method, cfg, tracker, RunRecord(), None, seed=0).fit()
+    return Trainer(model, task, method, cfg).fit()
 
 
 def test_adalora_iter_through_the_loop():

@@ -237,13 +237,11 @@ class FakeTask:
 
 
 def fit(method, model, **trainer):
-    from roloraexp.results import RunRecord
     from roloraexp.train import Trainer
 
     cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "trainer" / "default.yaml"),
                           {"max_steps": 12, "batch_size": 8, "device": "cpu", "save_adapters": False, **trainer})
-    tracker = types.SimpleNamespace(log=lambda *a: None, log_state=lambda *a: None)
-    return Trainer(model, FakeTask(), method, cfg, tracker, RunRecord(), None, seed=0).fit()
+    return Trainer(model, FakeTask(), method, cfg).fit()
 
 
 @pytest.mark.parametrize("prune_every", [0, 3])

@@ -191,13 +191,11 @@ def test_group_by_length_without_token_ids_is_one_line():
 
     from conftest import REPO
     from roloraexp.errors import ConfigError
-    from roloraexp.results import RunRecord
     from roloraexp.train import Trainer
 
     task = types.SimpleNamespace(train_dataset=[{"x": torch.zeros(3)} for _ in range(8)])
     cfg = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "trainer" / "default.yaml"),
                           {"max_steps": 2, "batch_size": 4, "device": "cpu", "group_by_length": True})
-    trainer = Trainer(torch.nn.Linear(3, 1), task, LoRA(OmegaConf.create({"rank": 1})), cfg, None, RunRecord(), None,
-                      seed=0)
+    trainer = Trainer(torch.nn.Linear(3, 1), task, LoRA(OmegaConf.create({"rank": 1})), cfg)
     with pytest.raises(ConfigError, match="trainer.group_by_length needs tokenised examples"):
         trainer.data.order(0, 0)
